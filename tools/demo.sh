@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Quick start: installs what is missing, builds, starts a local RabbitMQ,
+# runs nestor-agent in the foreground-like way an operator would, and shows
+# a short nestorctl session against it. The agent keeps running until you
+# press Ctrl-C (or pass --once to stop after the session).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+once=0
+[ "${1:-}" = "--once" ] && once=1
+
+tools/install-deps.sh
+tools/broker.sh start
+cmake --preset default >/dev/null
+cmake --build --preset default -j "$(nproc)" >/dev/null
+
+work=$(mktemp -d /tmp/nestor-demo.XXXXXX)
+cat >"$work/nestor.conf" <<CONF
+[DEFAULT]
+transport_url = rabbit://guest:guest@localhost:5672/
+host = demo-node
+state_path = $work/state
+plugin_dir = $PWD/build/plugins
+enabled_plugins =
+CONF
+
+build/nestor-agent --config-file "$work/nestor.conf" 2>"$work/agent.log" &
+agent=$!
+stop() {
+        kill -TERM "$agent" 2>/dev/null || true
+        wait "$agent" 2>/dev/null || true
+        echo "--- agent log ($work/agent.log) ---"
+        cat "$work/agent.log"
+}
+trap stop EXIT
+
+ctl() {
+        echo "\$ nestorctl $*"
+        build/nestorctl --config-file "$work/nestor.conf" "$@" || echo "(exit status $?)"
+        echo
+}
+for _ in $(seq 1 50); do
+        build/nestorctl --config-file "$work/nestor.conf" --host demo-node --timeout 1 \
+                call ping >/dev/null 2>&1 && break
+        sleep 0.2
+done
+
+ctl --host demo-node call ping
+ctl --host demo-node call get_service_info
+ctl --host demo-node --json call ping
+ctl --host demo-node call no_such_method
+ctl --host demo-node --rpc-version 2.0 call ping
+ctl --host demo-node cast ping
+
+if [ "$once" = 0 ]; then
+        echo "nestor-agent is running (pid $agent, config $work/nestor.conf); Ctrl-C stops it."
+        wait "$agent"
+fi

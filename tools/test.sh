@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this):
+#   1. installs missing Debian packages,
+#   2. builds and runs every test (unit, integration against a real
+#      RabbitMQ, Python oslo.messaging compatibility),
+#   3. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs
+#      the suite again, plus the libFuzzer target for a bounded time.
+# The broker is started when none is running, and stopped again only if this
+# script started it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/install-deps.sh
+
+started_broker=0
+if ! tools/broker.sh status; then
+        tools/broker.sh start
+        started_broker=1
+fi
+cleanup() { [ "$started_broker" = 1 ] && tools/broker.sh stop; }
+trap cleanup EXIT
+
+jobs=$(nproc)
+cmake --preset default >/dev/null
+cmake --build --preset default -j "$jobs"
+ctest --preset default
+
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j "$jobs"
+ctest --preset asan
+echo "test.sh: all suites passed"
