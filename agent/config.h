@@ -14,8 +14,9 @@
  * surrounding quotes is stripped; a line starting with whitespace continues
  * the previous value (joined with "\n"); '#' and ';' start a comment only at
  * the beginning of a line; repeated keys accumulate (multi-valued options)
- * and for single-valued options the last one wins. Section names are case
- * sensitive except DEFAULT. */
+ * and for single-valued options the last one wins. Section names are
+ * case-insensitive, as oslo lower-cases every group name (and [default] is
+ * taken for [DEFAULT]); option names are case-sensitive. */
 #ifndef NESTOR_AGENT_CONFIG_H
 #define NESTOR_AGENT_CONFIG_H
 
@@ -83,8 +84,9 @@ bool nst_config_get_bool(const struct nst_config *cfg, const char *section, cons
 const char *const *nst_config_get_list(const struct nst_config *cfg, const char *section,
                                        const char *name, size_t *ret_n);
 
-/* Overrides a value as if it came last in the files (command-line style).
- * Must be called before nst_config_resolve. */
+/* Overrides a value as if it came last in the files (command-line style);
+ * as in oslo, for MULTI the set values replace the files' values (several
+ * calls accumulate). Must be called before the option is resolved (-EBUSY). */
 int nst_config_set(struct nst_config *cfg, const char *section, const char *name,
                    const char *value, struct nst_error *err);
 

@@ -277,17 +277,19 @@ out:
         free_call(c);
 }
 
+/* What a worker needs to run one periodic task: copied under the timers
+ * lock, so the worker never reads the task array. */
 struct timer_job {
         struct nst_host *host;
         int index;
+        void (*fn)(void *userdata);
+        void *userdata;
 };
 
 static void run_timer(void *data) {
         struct timer_job *j = data;
-        struct nst_timer_task *t = &j->host->timers.tasks[j->index];
 
-        log_debug("periodic task %s", t->name);
-        t->fn(t->userdata);
+        j->fn(j->userdata);
         pthread_mutex_lock(&j->host->timers_lock);
         nst_timers_finished(&j->host->timers, j->index);
         pthread_mutex_unlock(&j->host->timers_lock);
@@ -749,13 +751,17 @@ int nst_rpc_server_run(struct nst_rpc_server *s) {
                         int idx;
                         pthread_mutex_lock(&s->host->timers_lock);
                         while ((idx = nst_timers_take_due(&s->host->timers, now)) >= 0) {
+                                const struct nst_timer_task *t = &s->host->timers.tasks[idx];
                                 struct timer_job *j = malloc(sizeof(*j));
+                                if (j)
+                                        *j = (struct timer_job){.host = s->host,
+                                                                .index = idx,
+                                                                .fn = t->fn,
+                                                                .userdata = t->userdata};
                                 if (!j || nst_worker_pool_submit(s->pool, run_timer, j) < 0) {
                                         free(j);
                                         nst_timers_finished(&s->host->timers, idx);
-                                        continue;
                                 }
-                                *j = (struct timer_job){.host = s->host, .index = idx};
                         }
                         pthread_mutex_unlock(&s->host->timers_lock);
                 }

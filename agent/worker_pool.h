@@ -1,5 +1,5 @@
-/* A fixed pool of threads running jobs from a FIFO. Jobs own their data;
- * free_fn (if any) runs after fn, on the worker. */
+/* A fixed pool of threads running jobs from a FIFO. A job owns its data and
+ * frees it itself. */
 #ifndef NESTOR_AGENT_WORKER_POOL_H
 #define NESTOR_AGENT_WORKER_POOL_H
 

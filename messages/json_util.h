@@ -37,8 +37,9 @@ int nst_json_req_object(json_object *obj, const char *key, const char *what, jso
                         struct nst_error *err);
 
 /* Parses exactly one JSON value from buf[0..len) (no trailing garbage, depth
- * limited). *ret is owned by the caller. Errors are ValueError-class
- * "InvalidMessage" with json-c's reason and the byte offset. */
+ * limited). *ret is owned by the caller (NULL for the JSON text "null").
+ * Errors have class ValueError, so a Python peer re-raises a real ValueError,
+ * and carry json-c's reason and the byte offset. */
 int nst_json_parse(const char *buf, size_t len, json_object **ret, struct nst_error *err);
 
 /* Compact serialization without escaping '/', which is what Python emits. The

@@ -152,7 +152,7 @@ static int read_file(const char *path, char **ret, size_t *ret_len, struct nst_e
 
 static int load_args(const char *spec, json_object **ret, struct nst_error *err) {
         _cleanup_free_ char *text = NULL;
-        size_t len;
+        size_t len = 0;
         int r;
 
         if (!spec) {
