@@ -360,7 +360,10 @@ static int declare_topology(struct nst_rpc_server *s, struct nst_amqp *a, bool c
         if (r < 0)
                 return r;
         for (int i = 0; consume && i < N_CONSUMERS; i++) {
-                r = nst_amqp_consume(a, queues[i], tags[i], false, err);
+                /* oslo acks every request on arrival, before running it:
+                 * at-most-once. Without a prefetch limit that is exactly
+                 * what no-ack consuming does, minus a frame per request. */
+                r = nst_amqp_consume(a, queues[i], tags[i], c->prefetch == 0, err);
                 if (r < 0)
                         return r;
         }
@@ -681,9 +684,9 @@ static void pump_session(struct nst_rpc_server *s, int64_t now) {
                 }
         }
 done:
-        /* One ack for the whole batch: oslo acks on arrival too, and no
-         * message is ever redelivered to this agent. */
-        if (s->session && s->last_delivery > s->acked_delivery) {
+        /* With a prefetch limit, acks are manual: one for the whole batch,
+         * sent on arrival like oslo's, so nothing is ever redelivered. */
+        if (s->session && s->cfg.prefetch > 0 && s->last_delivery > s->acked_delivery) {
                 struct nst_error err = NST_ERROR_INIT;
                 if (nst_amqp_ack(s->session, s->last_delivery, true, &err) < 0)
                         session_teardown(s, now, err.message);

@@ -1,5 +1,7 @@
 #include "agent/service_methods.h"
 
+#include <stdio.h>
+
 #include "agent/clock.h"
 #include "build_config.h"
 
@@ -41,9 +43,13 @@ static int get_service_info(struct nst_call *call, json_object *args, void *user
         json_object_object_add(o, "host", json_object_new_string(nst_host_name(st->host)));
         json_object_object_add(o, "topic", json_object_new_string(st->topic));
         json_object_object_add(o, "exchange", json_object_new_string(st->exchange));
-        json_object_object_add(
-                o, "uptime",
-                json_object_new_double((double)(nst_now_ms() - st->host->started_ms) / 1000.0));
+        /* Seconds with millisecond precision, printed as such (not as the
+         * nearest binary double). */
+        int64_t up_ms = nst_now_ms() - st->host->started_ms;
+        char up[32];
+        snprintf(up, sizeof(up), "%lld.%03lld", (long long)(up_ms / 1000),
+                 (long long)(up_ms % 1000));
+        json_object_object_add(o, "uptime", json_object_new_double_s((double)up_ms / 1000.0, up));
         json_object_object_add(o, "plugins", nst_host_describe_plugins(st->host));
         json_object_object_add(o, "methods", nst_dispatcher_describe(st->host->dispatcher));
         if (st->server) {

@@ -34,11 +34,12 @@ int nst_context_flatten(json_object *msg, json_object *context, struct nst_error
                                      "context must be an object, got %s",
                                      nst_json_type_name(context));
         json_object_object_foreach(context, key, val) {
-                _cleanup_free_ char *k = NULL;
-                if (asprintf(&k, CONTEXT_PREFIX "%s", key) < 0) {
-                        k = NULL;
+                size_t n = strlen(key);
+                _cleanup_free_ char *k = malloc(CONTEXT_PREFIX_LEN + n + 1);
+                if (!k)
                         return oom(err);
-                }
+                memcpy(k, CONTEXT_PREFIX, CONTEXT_PREFIX_LEN);
+                memcpy(k + CONTEXT_PREFIX_LEN, key, n + 1);
                 /* val may be NULL (JSON null), which json-c stores as null. */
                 if (json_object_object_add(msg, k, json_object_get(val)) < 0) {
                         json_object_put(val);

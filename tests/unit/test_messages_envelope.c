@@ -107,8 +107,8 @@ static void test_capture_replies(void **state) {
         assert_true(json_object_object_get_ex(inner, "result", &v));
         assert_null(v);
         const char *failure = get_str(inner, "failure");
-        assert_true(strncmp(failure, "{\"class\": \"ValueError\", \"module\": \"builtins\"", 45) ==
-                    0);
+        const char *head = "{\"class\": \"ValueError\", \"module\": \"builtins\", ";
+        assert_memory_equal(failure, head, strlen(head));
         assert_string_equal(get_str(inner, "_msg_id"), "41c74e0f91ef4d6bbe7b34160c6e1ee3");
         json_object_put(inner);
 
@@ -222,7 +222,6 @@ static void test_malformed_json(void **state) {
         decode_fails_prefix("", 0, "message body is not JSON: ");
         decode_fails_prefix("{\"a\": }", 7, "message body is not JSON: unexpected character");
         decode_fails_prefix("{\"a\": 1", 7, "message body is not JSON: unexpected end of data");
-        decode_fails_prefix("{'a': 1}", 8, "message body is not JSON: ");
         decode_fails_prefix("{\"a\": 1,}", 9, "message body is not JSON: ");
         decode_fails_prefix("{} x", 4, "message body is not JSON: ");
         decode_fails_prefix("{}{}", 4, "message body is not JSON: ");
