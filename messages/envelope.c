@@ -23,9 +23,9 @@ static int check_envelope_version(json_object *v, struct nst_error *err) {
         const char *s = json_object_get_string(v);
         if (strlen(s) != (size_t)json_object_get_string_len(v) ||
             nst_version_parse(s, &theirs, NULL) < 0 || !nst_version_compatible(&ours, &theirs))
-                return nst_error_set(err, -EPROTO, "ValueError",
-                                     "unsupported " VERSION_KEY " '%s' (expected "
-                                     ENVELOPE_VERSION ")", s);
+                return nst_error_set(
+                        err, -EPROTO, "ValueError",
+                        "unsupported " VERSION_KEY " '%s' (expected " ENVELOPE_VERSION ")", s);
         return 0;
 }
 
@@ -66,8 +66,8 @@ int nst_envelope_decode(const char *body, size_t len, size_t max_bytes, json_obj
 
         if (len > max_bytes)
                 return nst_error_set(err, -EMSGSIZE, "ValueError",
-                                     "message body is %zu bytes, over max_message_bytes (%zu)",
-                                     len, max_bytes);
+                                     "message body is %zu bytes, over max_message_bytes (%zu)", len,
+                                     max_bytes);
         if (!body)
                 body = "";
         /* json-c passes invalid UTF-8 inside strings through untouched. */

@@ -8,9 +8,11 @@
 
 /* Classes a Python client can rebuild from "builtins" with Class(*args). */
 static const char *const builtin_classes[] = {
-        "ValueError", "TypeError", "KeyError", "IndexError", "RuntimeError",
-        "NotImplementedError", "AttributeError", "LookupError", "OSError", "IOError",
-        "TimeoutError", "PermissionError", "FileNotFoundError", "MemoryError", "Exception",
+        "ValueError",        "TypeError",    "KeyError",
+        "IndexError",        "RuntimeError", "NotImplementedError",
+        "AttributeError",    "LookupError",  "OSError",
+        "IOError",           "TimeoutError", "PermissionError",
+        "FileNotFoundError", "MemoryError",  "Exception",
         "AssertionError",
 };
 

@@ -39,9 +39,8 @@ void nst_timestamp_utc(long long unix_usec, char out[NST_TIMESTAMP_LEN]) {
         }
         /* Python's str(datetime) pads the year to four digits and prints
          * microseconds only when they are non-zero. */
-        int n = snprintf(out, NST_TIMESTAMP_LEN, "%04d-%02d-%02d %02d:%02d:%02d",
-                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                         tm.tm_sec);
+        int n = snprintf(out, NST_TIMESTAMP_LEN, "%04d-%02d-%02d %02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
         if (usec != 0 && n > 0 && n < NST_TIMESTAMP_LEN)
                 snprintf(out + n, NST_TIMESTAMP_LEN - n, ".%06lld", usec);
 }

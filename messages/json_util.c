@@ -51,8 +51,8 @@ static bool lookup(json_object *obj, const char *key, json_object **ret) {
 
 static int wrong_type(const char *what, const char *key, const char *expected, json_object *v,
                       struct nst_error *err) {
-        return nst_error_set(err, -EINVAL, "InvalidInput", "%s: '%s' must be %s, got %s", what,
-                             key, expected, nst_json_type_name(v));
+        return nst_error_set(err, -EINVAL, "InvalidInput", "%s: '%s' must be %s, got %s", what, key,
+                             expected, nst_json_type_name(v));
 }
 
 static int missing(const char *what, const char *key, struct nst_error *err) {
@@ -93,8 +93,8 @@ int nst_json_opt_int64(json_object *obj, const char *key, const char *what, int6
         int64_t i = json_object_get_int64(v);
         /* json-c keeps integers above INT64_MAX as uint64 and clamps here. */
         if (i == INT64_MAX && json_object_get_uint64(v) > (uint64_t)INT64_MAX)
-                return nst_error_set(err, -ERANGE, "InvalidInput",
-                                     "%s: '%s' is out of range", what, key);
+                return nst_error_set(err, -ERANGE, "InvalidInput", "%s: '%s' is out of range", what,
+                                     key);
         *ret = i;
         return 0;
 }

@@ -7,15 +7,15 @@
 #include "messages/notification.h"
 
 static const char *const priority_upper[] = {
-        [NST_PRIO_AUDIT] = "AUDIT",       [NST_PRIO_DEBUG] = "DEBUG", [NST_PRIO_INFO] = "INFO",
-        [NST_PRIO_WARN] = "WARN",         [NST_PRIO_ERROR] = "ERROR",
-        [NST_PRIO_CRITICAL] = "CRITICAL", [NST_PRIO_SAMPLE] = "SAMPLE",
+        [NST_PRIO_AUDIT] = "AUDIT",   [NST_PRIO_DEBUG] = "DEBUG", [NST_PRIO_INFO] = "INFO",
+        [NST_PRIO_WARN] = "WARN",     [NST_PRIO_ERROR] = "ERROR", [NST_PRIO_CRITICAL] = "CRITICAL",
+        [NST_PRIO_SAMPLE] = "SAMPLE",
 };
 
 static const char *const priority_lower[] = {
-        [NST_PRIO_AUDIT] = "audit",       [NST_PRIO_DEBUG] = "debug", [NST_PRIO_INFO] = "info",
-        [NST_PRIO_WARN] = "warn",         [NST_PRIO_ERROR] = "error",
-        [NST_PRIO_CRITICAL] = "critical", [NST_PRIO_SAMPLE] = "sample",
+        [NST_PRIO_AUDIT] = "audit",   [NST_PRIO_DEBUG] = "debug", [NST_PRIO_INFO] = "info",
+        [NST_PRIO_WARN] = "warn",     [NST_PRIO_ERROR] = "error", [NST_PRIO_CRITICAL] = "critical",
+        [NST_PRIO_SAMPLE] = "sample",
 };
 
 const char *nst_priority_upper(enum nst_priority p) {
@@ -51,8 +51,8 @@ json_object *nst_versioned_object(const char *name, const char *ns, const char *
 }
 
 int nst_notification_build(const char *publisher_id, const char *event_type,
-                           enum nst_priority priority, json_object *payload,
-                           json_object *context, json_object **ret, struct nst_error *err) {
+                           enum nst_priority priority, json_object *payload, json_object *context,
+                           json_object **ret, struct nst_error *err) {
         _cleanup_json_ json_object *owned = payload;
         _cleanup_json_ json_object *msg = NULL;
         char message_id[NST_UUID_STR_LEN + 1];

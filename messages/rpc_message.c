@@ -153,8 +153,8 @@ static int decode_request(json_object *inner, struct nst_rpc_request *q, struct 
         return 0;
 }
 
-int nst_rpc_request_decode(json_object *inner, struct nst_rpc_request *req,
-                           char **ret_msg_id, char **ret_reply_q, struct nst_error *err) {
+int nst_rpc_request_decode(json_object *inner, struct nst_rpc_request *req, char **ret_msg_id,
+                           char **ret_reply_q, struct nst_error *err) {
         struct nst_rpc_request q = {0};
         int r;
 

@@ -11,6 +11,13 @@
 
 /* ---- resolve ---- */
 
+/* Bounded copy; the sources are validated to fit. */
+static void copy_str(char *dst, size_t size, const char *src) {
+        size_t n = strnlen(src, size - 1);
+        memcpy(dst, src, n);
+        dst[n] = '\0';
+}
+
 static void note(struct nst_domain_plan *p, const char *fmt, ...) _printf_(2, 3);
 static void note(struct nst_domain_plan *p, const char *fmt, ...) {
         size_t n = strlen(p->notes);
@@ -60,7 +67,7 @@ static int add_cpu_feature(struct nst_domain_plan *p, const char *name,
         if (p->n_cpu_features >= NST_PLAN_MAX_CPU_FEATURES)
                 return -E2BIG;
         struct nst_cpu_feature *f = &p->cpu_features[p->n_cpu_features++];
-        snprintf(f->name, sizeof(f->name), "%s", name);
+        copy_str(f->name, sizeof(f->name), name);
         f->policy = policy;
         return 0;
 }
@@ -106,9 +113,9 @@ static int resolve_nesting(const struct nst_guest_spec *s, const struct nst_prof
                                      "under TCG instead (much slower, AMD SVM only)",
                                      prof->name, c->nesting_reason);
         }
-        snprintf(p->nesting[p->n_nesting++], sizeof(p->nesting[0]), "%s", feature);
+        copy_str(p->nesting[p->n_nesting++], sizeof(p->nesting[0]), feature);
         if (prof->nested_npt && strcmp(feature, "svm") == 0)
-                snprintf(p->nesting[p->n_nesting++], sizeof(p->nesting[0]), "npt");
+                copy_str(p->nesting[p->n_nesting++], sizeof(p->nesting[0]), "npt");
         return 0;
 }
 
@@ -116,8 +123,7 @@ static int resolve_cpu(const struct nst_guest_spec *s, const struct nst_profile 
                        const struct nst_host_caps *c, struct nst_domain_plan *p,
                        struct nst_error *err) {
         p->cpu_mode = s->cpu_mode ? s->cpu_mode : prof->cpu_mode;
-        snprintf(p->cpu_model, sizeof(p->cpu_model), "%s",
-                 s->cpu_mode ? s->cpu_model : prof->cpu_model);
+        copy_str(p->cpu_model, sizeof(p->cpu_model), s->cpu_mode ? s->cpu_model : prof->cpu_model);
         int avail = mode_available(c, p->virt_type, p->cpu_mode);
         if (avail == 0) {
                 if (s->cpu_mode)
@@ -167,7 +173,7 @@ static int resolve_cpu(const struct nst_guest_spec *s, const struct nst_profile 
 static int resolve_firmware(const struct nst_guest_spec *s, const struct nst_profile *prof,
                             const struct nst_host_caps *c, struct nst_domain_plan *p,
                             const struct nst_features *spec_f, struct nst_error *err) {
-        snprintf(p->machine, sizeof(p->machine), "%s", s->machine[0] ? s->machine : prof->machine);
+        copy_str(p->machine, sizeof(p->machine), s->machine[0] ? s->machine : prof->machine);
         const char *mpath = s->machine[0] ? "spec.machine" : "profile machine";
         if (c->machines.n > 0 && !nst_strv_contains(&c->machines, p->machine))
                 return nst_error_set(err, -ENOTSUP, "HostCapabilityUnavailable",
@@ -226,11 +232,12 @@ static int resolve_hyperv(const struct nst_guest_spec *s, const struct nst_profi
         }
         if (f->hv[NST_HV_SPINLOCKS] == NST_TRI_ON && !f->spinlock_retries)
                 f->spinlock_retries = 8191;
-        char path[96];
         if (hv_touched(sf))
-                snprintf(path, sizeof(path), "spec.features");
-        else
-                snprintf(path, sizeof(path), "profile %s: features", prof->name);
+                return nst_hyperv_check(f, "spec.features", err);
+        if (nst_hyperv_check(f, "", NULL) == 0) /* the message is only formatted on error */
+                return 0;
+        char path[96];
+        snprintf(path, sizeof(path), "profile %s: features", prof->name);
         return nst_hyperv_check(f, path, err);
 }
 
@@ -244,7 +251,9 @@ static void disk_dev_name(char out[8], const char *prefix, unsigned idx) {
                 suffix[n++] = (char)('a' + i % 26);
                 i /= 26;
         }
-        char *o = out + snprintf(out, 8, "%s", prefix);
+        char *o = out;
+        *o++ = prefix[0];
+        *o++ = prefix[1];
         while (n > 0)
                 *o++ = suffix[--n];
         *o = '\0';
@@ -318,6 +327,27 @@ int nst_domain_plan_resolve(const struct nst_guest_spec *s, const struct nst_pro
 
 /* ---- render ---- */
 
+/* dir + "/" + name into buf (the caller sized buf for both); snprintf is
+ * measurable at this level (see the benchmark). */
+static void path_join(char *buf, const char *dir, size_t dir_len, const char *name) {
+        memcpy(buf, dir, dir_len);
+        buf[dir_len] = '/';
+        strcpy(buf + dir_len + 1, name);
+}
+
+static void disk_path(char *buf, const char *dir, size_t dir_len, size_t index) {
+        char name[32] = "disk", *p = name + 4, digits[24];
+        size_t n = 0;
+        do {
+                digits[n++] = (char)('0' + index % 10);
+                index /= 10;
+        } while (index);
+        while (n)
+                *p++ = digits[--n];
+        strcpy(p, ".qcow2");
+        path_join(buf, dir, dir_len, name);
+}
+
 static const char *tri_state(enum nst_tristate t) {
         return t == NST_TRI_ON ? "on" : "off";
 }
@@ -348,7 +378,7 @@ static void render_os(struct nst_xw *w, const struct nst_domain_plan *p, const c
                 nst_xw_end(w);
                 /* In the instance directory, so destroy removes it with the disks. */
                 char nvram[NST_SPEC_PATH_MAX + 48];
-                snprintf(nvram, sizeof(nvram), "%s/nvram.fd", instdir);
+                path_join(nvram, instdir, strlen(instdir), "nvram.fd");
                 nst_xw_elem_text(w, "nvram", nvram);
         }
         nst_xw_elem_attr(w, "boot", "dev", "hd");
@@ -461,10 +491,11 @@ static void render_clock(struct nst_xw *w, const struct nst_domain_plan *p) {
 
 static void render_disks(struct nst_xw *w, const struct nst_guest_spec *s,
                          const struct nst_domain_plan *p, const char *instdir) {
+        size_t instlen = strlen(instdir);
         bool scsi = false;
         for (size_t i = 0; i < s->n_disks; i++) {
                 char path[NST_SPEC_PATH_MAX + 48];
-                snprintf(path, sizeof(path), "%s/disk%zu.qcow2", instdir, i);
+                disk_path(path, instdir, instlen, i);
                 nst_xw_start(w, "disk");
                 nst_xw_attr(w, "type", "file");
                 nst_xw_attr(w, "device", "disk");
@@ -570,6 +601,20 @@ static void render_other_devices(struct nst_xw *w, const struct nst_domain_plan 
         nst_xw_elem_attr(w, "memballoon", "model", prof->memballoon ? "virtio" : "none");
 }
 
+/* "dddd:bb:ss.f", the form sysfs and the sriov plugin use. */
+static void pci_address(char out[16], const struct nst_pci_address *a) {
+        static const char hex[] = "0123456789abcdef";
+        const unsigned parts[] = {a->domain, a->bus, a->slot, a->function};
+        const unsigned widths[] = {4, 2, 2, 1};
+        const char seps[] = {':', ':', '.', '\0'};
+        char *o = out;
+        for (size_t k = 0; k < 4; k++) {
+                for (unsigned i = widths[k]; i > 0; i--)
+                        *o++ = hex[(parts[k] >> (4 * (i - 1))) & 0xf];
+                *o++ = seps[k];
+        }
+}
+
 static void owner_elem(struct nst_xw *w, const char *name, const char *id, const char *label) {
         if (!id && !label)
                 return;
@@ -584,6 +629,7 @@ static void owner_elem(struct nst_xw *w, const char *name, const char *id, const
 static void render_metadata(struct nst_xw *w, const struct nst_guest_spec *s,
                             const struct nst_domain_plan *p, const struct nst_build_context *ctx,
                             const char *instdir) {
+        size_t instlen = strlen(instdir);
         nst_xw_start(w, "metadata");
         nst_xw_start(w, "nestor:instance");
         nst_xw_attr(w, "xmlns:nestor", NST_METADATA_NS);
@@ -618,7 +664,7 @@ static void render_metadata(struct nst_xw *w, const struct nst_guest_spec *s,
         nst_xw_start(w, "nestor:disks");
         for (size_t i = 0; i < s->n_disks; i++) {
                 char path[NST_SPEC_PATH_MAX + 48];
-                snprintf(path, sizeof(path), "%s/disk%zu.qcow2", instdir, i);
+                disk_path(path, instdir, instlen, i);
                 nst_xw_start(w, "nestor:disk");
                 nst_xw_attr(w, "dev", p->disk_dev[i]);
                 nst_xw_attr(w, "path", path);
@@ -633,9 +679,8 @@ static void render_metadata(struct nst_xw *w, const struct nst_guest_spec *s,
         nst_xw_start(w, "nestor:claims");
         for (size_t i = 0; ctx && i < ctx->n_hostdevs; i++) {
                 const struct nst_pci_address *a = &ctx->hostdevs[i].address;
-                char addr[32];
-                snprintf(addr, sizeof(addr), "%04x:%02x:%02x.%x", a->domain & 0xffff,
-                         a->bus & 0xff, a->slot & 0x1f, a->function & 0x7);
+                char addr[16];
+                pci_address(addr, a);
                 nst_xw_start(w, "nestor:claim");
                 nst_xw_attr(w, "kind", "pci");
                 if (ctx->hostdevs[i].claim_id)
@@ -675,9 +720,9 @@ int nst_domain_xml_render(const struct nst_guest_spec *s, const struct nst_domai
         if (r < 0)
                 return r;
         char instdir[NST_SPEC_PATH_MAX];
-        snprintf(instdir, sizeof(instdir), "%s/%s",
-                 ctx && ctx->instances_path ? ctx->instances_path : NST_DEFAULT_INSTANCES_PATH,
-                 s->uuid);
+        const char *base = ctx && ctx->instances_path ? ctx->instances_path
+                                                      : NST_DEFAULT_INSTANCES_PATH;
+        path_join(instdir, base, strlen(base), s->uuid); /* length checked by check_context */
         struct nst_xw w;
         nst_xw_init(&w, 4096);
         nst_xw_start(&w, "domain");
@@ -841,12 +886,31 @@ static char *opt_string(xmlXPathContextPtr ctx, xmlNodePtr node, const char *exp
         return s;
 }
 
+static void set_ns(xmlNodePtr node, xmlNsPtr ns) {
+        for (xmlNodePtr n = node; n; n = n->next) {
+                if (n->type != XML_ELEMENT_NODE)
+                        continue;
+                if (!n->ns)
+                        n->ns = ns;
+                set_ns(n->children, ns);
+        }
+}
+
 int nst_domain_metadata_parse(const char *xml, struct nst_instance_meta **ret,
                               struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
         int r = nst_xml_parse(xml, "domain XML", "InvalidMetadata", &doc, err);
         if (r < 0)
                 return r;
+        /* virDomainGetMetadata returns the element without its namespace:
+         * give it back, so one set of expressions reads both forms. */
+        xmlNodePtr root = xmlDocGetRootElement(doc);
+        if (!root->ns && xmlStrcmp(root->name, BAD_CAST "instance") == 0) {
+                xmlNsPtr ns = xmlNewNs(root, BAD_CAST NST_METADATA_NS, NULL);
+                if (!ns)
+                        return meta_oom(err);
+                set_ns(root, ns);
+        }
         _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
         if (!ctx)
                 return meta_oom(err);

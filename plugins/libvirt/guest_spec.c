@@ -294,7 +294,9 @@ static bool valid_path(const char *s) {
         for (const char *c = s; c; c = strchr(c + 1, '/')) {
                 const char *e = strchr(c + 1, '/');
                 size_t len = e ? (size_t)(e - c - 1) : strlen(c + 1);
-                if (len == 0 || (len == 1 && c[1] == '.') || (len == 2 && c[1] == '.' && c[2] == '.'))
+                bool dot = len == 1 && c[1] == '.';
+                bool dotdot = len == 2 && c[1] == '.' && c[2] == '.';
+                if (len == 0 || dot || dotdot)
                         return false;
         }
         return true;

@@ -210,7 +210,8 @@ int nst_host_caps_read_host(struct nst_host_caps *c, const struct nst_host_probe
                 }
         }
 
-        const char *nested = c->vendor == NST_VENDOR_INTEL ? "/sys/module/kvm_intel/parameters/nested"
+        const char *nested = c->vendor == NST_VENDOR_INTEL
+                                     ? "/sys/module/kvm_intel/parameters/nested"
                              : c->vendor == NST_VENDOR_AMD ? "/sys/module/kvm_amd/parameters/nested"
                                                            : NULL;
         char v[16];
@@ -517,10 +518,12 @@ static json_object *version_json(unsigned long v) {
 
 json_object *nst_host_caps_to_json(const struct nst_host_caps *c) {
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "virt_type", json_object_new_string(nst_virt_type_name(c->virt_type)));
+        json_object_object_add(o, "virt_type",
+                               json_object_new_string(nst_virt_type_name(c->virt_type)));
         json_object_object_add(o, "virt_type_configured",
                                json_object_new_boolean(c->virt_type_configured));
-        json_object_object_add(o, "driver", c->driver[0] ? json_object_new_string(c->driver) : NULL);
+        json_object_object_add(o, "driver",
+                               c->driver[0] ? json_object_new_string(c->driver) : NULL);
         json_object_object_add(o, "libvirt_version", version_json(c->libvirt_version));
         json_object_object_add(o, "hypervisor_version", version_json(c->hypervisor_version));
         json_object_object_add(o, "cpu_vendor",

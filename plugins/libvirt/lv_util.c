@@ -34,8 +34,8 @@ int nst_lv_error(struct nst_error *err, int code, const char *cls, const char *f
         return nst_error_set(err, code, cls, "%s: %s", msg, lv ? lv : "unknown libvirt error");
 }
 
-/* libxml2 reports parse errors through a global handler that prints to
- * stderr; the first error is taken from the parser context instead. */
+/* libxml2 would print parse errors to stderr; the message is taken from the
+ * parser context instead. */
 static void silent_xml(void *ctx, const char *msg, ...) {
 }
 
@@ -48,7 +48,6 @@ int nst_xml_parse(const char *xml, const char *what, const char *cls, xmlDocPtr 
         xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
         if (!ctxt)
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
-        xmlSetGenericErrorFunc(NULL, silent_xml);
         ctxt->sax->error = silent_xml;
         ctxt->sax->warning = silent_xml;
         ctxt->sax->serror = NULL;
@@ -59,7 +58,7 @@ int nst_xml_parse(const char *xml, const char *what, const char *cls, xmlDocPtr 
                                           XML_PARSE_NONET | XML_PARSE_NOWARNING |
                                                   XML_PARSE_NOERROR);
         if (!doc || !xmlDocGetRootElement(doc)) {
-        const xmlError *e = xmlCtxtGetLastError(ctxt);
+                const xmlError *e = xmlCtxtGetLastError(ctxt);
                 int r = nst_error_set(err, -EINVAL, cls, "%s: malformed XML (line %d: %s)", what,
                                       e ? e->line : 0,
                                       e && e->message ? e->message : "no root element");

@@ -605,6 +605,7 @@ json_object *nst_profile_to_json(const struct nst_profile *p) {
         add_bool(o, "tpm", p->tpm);
         add_bool(o, "rng", p->rng);
         json_object_object_add(o, "min_vcpus", json_object_new_int64(p->min_vcpus));
-        json_object_object_add(o, "min_memory_mb", json_object_new_int64((int64_t)p->min_memory_mb));
+        json_object_object_add(o, "min_memory_mb",
+                               json_object_new_int64((int64_t)p->min_memory_mb));
         return o;
 }

@@ -1,7 +1,6 @@
 #include "plugins/libvirt/xml_writer.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +18,9 @@ void nst_xw_release(struct nst_xw *w) {
         w->len = w->cap = 0;
 }
 
-static bool reserve(struct nst_xw *w, size_t extra) {
+static bool grow(struct nst_xw *w, size_t extra) {
         if (w->error)
                 return false;
-        if (w->len + extra + 1 <= w->cap)
-                return true;
         size_t cap = w->cap * 2;
         while (cap < w->len + extra + 1)
                 cap *= 2;
@@ -35,6 +32,12 @@ static bool reserve(struct nst_xw *w, size_t extra) {
         w->buf = b;
         w->cap = cap;
         return true;
+}
+
+static inline bool reserve(struct nst_xw *w, size_t extra) {
+        if (__builtin_expect(w->len + extra + 1 <= w->cap && !w->error, 1))
+                return true;
+        return grow(w, extra);
 }
 
 static void put(struct nst_xw *w, const char *s, size_t n) {
@@ -92,47 +95,56 @@ bool nst_xml_text_valid(const char *s, size_t len) {
         return true;
 }
 
+/* What put_escaped must look at: 0 = copy as is. */
+enum { C_PLAIN = 0, C_AMP, C_LT, C_GT, C_APOS, C_QUOT, C_TAB, C_LF, C_CR, C_CTRL, C_UTF8 };
+static const unsigned char char_class[256] = {
+        [0 ... 8] = C_CTRL,   ['\t'] = C_TAB,        ['\n'] = C_LF,   [11 ... 12] = C_CTRL,
+        ['\r'] = C_CR,        [14 ... 0x1f] = C_CTRL, ['&'] = C_AMP,   ['<'] = C_LT,
+        ['>'] = C_GT,         ['\''] = C_APOS,        ['"'] = C_QUOT,  [0x7f] = C_CTRL,
+        [0x80 ... 0xff] = C_UTF8,
+};
+
 /* Writes value escaped for a single-quoted attribute (in_attr) or for text.
  * Tab/LF/CR become character references in attributes, because attribute
  * value normalization would otherwise turn them into spaces. */
 static void put_escaped(struct nst_xw *w, const char *value, bool in_attr) {
+        static const char *const reps[] = {
+                [C_AMP] = "&amp;", [C_LT] = "&lt;",  [C_GT] = "&gt;",  [C_APOS] = "&apos;",
+                [C_QUOT] = "&quot;", [C_TAB] = "&#9;", [C_LF] = "&#10;", [C_CR] = "&#13;",
+        };
         const unsigned char *p = (const unsigned char *)value;
-        size_t n = strlen(value), run = 0, i = 0;
-        while (i < n) {
-                unsigned char c = p[i];
-                const char *rep = NULL;
-                switch (c) {
-                case '&': rep = "&amp;"; break;
-                case '<': rep = "&lt;"; break;
-                case '>': rep = "&gt;"; break;
-                case '\'': rep = in_attr ? "&apos;" : NULL; break;
-                case '"': rep = in_attr ? "&quot;" : NULL; break;
-                case '\t': rep = in_attr ? "&#9;" : NULL; break;
-                case '\n': rep = in_attr ? "&#10;" : NULL; break;
-                case '\r': rep = "&#13;"; break;
-                default: break;
-                }
-                if (rep) {
-                        put(w, value + run, i - run);
-                        put(w, rep, strlen(rep));
-                        run = ++i;
+        size_t run = 0, i = 0;
+        for (;;) {
+                unsigned cls;
+                while ((cls = char_class[p[i]]) == C_PLAIN)
+                        i++;
+                if (p[i] == '\0')
+                        break;
+                if (cls == C_UTF8) {
+                        /* n = 4 is safe: the NUL is not a continuation byte. */
+                        size_t k = utf8_char(p + i, 4);
+                        if (k == 0)
+                                goto bad;
+                        i += k;
                         continue;
                 }
-                if (c >= 0x20 && c < 0x7f) {
+                if (cls == C_CTRL)
+                        goto bad;
+                if (!in_attr && (cls == C_APOS || cls == C_QUOT || cls == C_TAB || cls == C_LF)) {
                         i++;
                         continue;
                 }
-                size_t k = utf8_char(p + i, n - i);
-                if (k == 0) {
-                        if (!w->error) {
-                                w->error = -EINVAL;
-                                w->bad_value = value;
-                        }
-                        return;
-                }
-                i += k;
+                put(w, value + run, i - run);
+                put(w, reps[cls], strlen(reps[cls]));
+                run = ++i;
         }
         put(w, value + run, i - run);
+        return;
+bad:
+        if (!w->error) {
+                w->error = -EINVAL;
+                w->bad_value = value;
+        }
 }
 
 static void close_tag(struct nst_xw *w) {
@@ -175,15 +187,39 @@ void nst_xw_attr(struct nst_xw *w, const char *name, const char *value) {
         putc_(w, '\'');
 }
 
+/* snprintf costs more than the rest of an attribute; these are hot. */
+static const char *fmt_u64(char buf[24], uint64_t v) {
+        char *p = buf + 23;
+        *p = '\0';
+        do {
+                *--p = (char)('0' + v % 10);
+                v /= 10;
+        } while (v);
+        return p;
+}
+
 void nst_xw_attr_u64(struct nst_xw *w, const char *name, uint64_t value) {
         char b[24];
-        snprintf(b, sizeof(b), "%llu", (unsigned long long)value);
-        nst_xw_attr(w, name, b);
+        nst_xw_attr(w, name, fmt_u64(b, value));
 }
 
 void nst_xw_attr_hex(struct nst_xw *w, const char *name, unsigned value, unsigned width) {
-        char b[24];
-        snprintf(b, sizeof(b), "0x%0*x", (int)width, value);
+        static const char digits[] = "0123456789abcdef";
+        char b[16];
+        if (width > 8)
+                width = 8;
+        unsigned n = 0;
+        for (unsigned v = value; v; v >>= 4)
+                n++;
+        if (n < width)
+                n = width;
+        if (n == 0)
+                n = 1;
+        b[0] = '0';
+        b[1] = 'x';
+        for (unsigned i = 0; i < n; i++)
+                b[2 + n - 1 - i] = digits[(value >> (4 * i)) & 0xf];
+        b[2 + n] = '\0';
         nst_xw_attr(w, name, b);
 }
 
@@ -196,8 +232,7 @@ void nst_xw_text(struct nst_xw *w, const char *text) {
 
 void nst_xw_text_u64(struct nst_xw *w, uint64_t value) {
         char b[24];
-        snprintf(b, sizeof(b), "%llu", (unsigned long long)value);
-        nst_xw_text(w, b);
+        nst_xw_text(w, fmt_u64(b, value));
 }
 
 void nst_xw_end(struct nst_xw *w) {

@@ -155,7 +155,8 @@ static void test_bare_bodies(void **state) {
 
 static void test_inner_forms(void **state) {
         /* Key order and spacing do not matter; 2.0.0 is compatible with 2.0. */
-        json_object *inner = DECODE_OK("{\"oslo.message\":\"{\\\"a\\\":1}\",\"oslo.version\":\"2.0.0\"}");
+        json_object *inner =
+                DECODE_OK("{\"oslo.message\":\"{\\\"a\\\":1}\",\"oslo.version\":\"2.0.0\"}");
         assert_int_equal(json_object_get_int(json_object_object_get(inner, "a")), 1);
         json_object_put(inner);
 

@@ -28,10 +28,12 @@ static json_object *parse(const char *text) {
 
 static void test_error_modules(void **state) {
         static const char *const builtins[] = {
-                "ValueError",      "TypeError",         "KeyError",     "IndexError",
-                "RuntimeError",    "NotImplementedError", "AttributeError", "LookupError",
-                "OSError",         "IOError",           "TimeoutError", "PermissionError",
-                "FileNotFoundError", "MemoryError",     "Exception",    "AssertionError",
+                "ValueError",        "TypeError",    "KeyError",
+                "IndexError",        "RuntimeError", "NotImplementedError",
+                "AttributeError",    "LookupError",  "OSError",
+                "IOError",           "TimeoutError", "PermissionError",
+                "FileNotFoundError", "MemoryError",  "Exception",
+                "AssertionError",
         };
         for (size_t i = 0; i < NST_ARRAY_SIZE(builtins); i++)
                 assert_string_equal(nst_error_module_for(builtins[i]), "builtins");
@@ -103,7 +105,7 @@ static void test_error_truncation(void **state) {
 
         /* Peer bytes quoted in a message cannot make the reply invalid UTF-8. */
         nst_error_set(&err, -EINVAL, "ValueError", "method %s", "a\xff\xc3(b\xed\xa0\x80");
-        assert_string_equal(err.message, "method a?" "?(b???");
+        assert_string_equal(err.message, "method a?\?(b???");
 }
 
 static void test_error_prefix(void **state) {
@@ -261,32 +263,32 @@ static void test_utf8(void **state) {
                 {"", 0, true},
                 {"plain ascii", 11, true},
                 {"\x00", 1, true},
-                {"\xc3\xa9", 2, true},                 /* é */
-                {"\xe2\x82\xac", 3, true},             /* € */
-                {"\xf0\x9f\x98\x80", 4, true},         /* U+1F600 */
-                {"\xef\xbf\xbf", 3, true},             /* U+FFFF */
-                {"\xf4\x8f\xbf\xbf", 4, true},         /* U+10FFFF */
-                {"\xed\x9f\xbf", 3, true},             /* U+D7FF */
-                {"\xee\x80\x80", 3, true},             /* U+E000 */
-                {"\x80", 1, false},                    /* lone continuation */
+                {"\xc3\xa9", 2, true},         /* é */
+                {"\xe2\x82\xac", 3, true},     /* € */
+                {"\xf0\x9f\x98\x80", 4, true}, /* U+1F600 */
+                {"\xef\xbf\xbf", 3, true},     /* U+FFFF */
+                {"\xf4\x8f\xbf\xbf", 4, true}, /* U+10FFFF */
+                {"\xed\x9f\xbf", 3, true},     /* U+D7FF */
+                {"\xee\x80\x80", 3, true},     /* U+E000 */
+                {"\x80", 1, false},            /* lone continuation */
                 {"\xbf", 1, false},
-                {"\xc0\x80", 2, false},                /* overlong NUL */
-                {"\xc1\xbf", 2, false},                /* overlong */
-                {"\xe0\x80\x80", 3, false},            /* overlong */
-                {"\xe0\x9f\xbf", 3, false},            /* overlong U+07FF */
-                {"\xf0\x80\x80\x80", 4, false},        /* overlong */
-                {"\xf0\x8f\xbf\xbf", 4, false},        /* overlong U+FFFF */
-                {"\xed\xa0\x80", 3, false},            /* U+D800 */
-                {"\xed\xbf\xbf", 3, false},            /* U+DFFF */
+                {"\xc0\x80", 2, false},                 /* overlong NUL */
+                {"\xc1\xbf", 2, false},                 /* overlong */
+                {"\xe0\x80\x80", 3, false},             /* overlong */
+                {"\xe0\x9f\xbf", 3, false},             /* overlong U+07FF */
+                {"\xf0\x80\x80\x80", 4, false},         /* overlong */
+                {"\xf0\x8f\xbf\xbf", 4, false},         /* overlong U+FFFF */
+                {"\xed\xa0\x80", 3, false},             /* U+D800 */
+                {"\xed\xbf\xbf", 3, false},             /* U+DFFF */
                 {"\xed\xa0\xbd\xed\xb8\x80", 6, false}, /* CESU-8 pair */
-                {"\xf4\x90\x80\x80", 4, false},        /* U+110000 */
+                {"\xf4\x90\x80\x80", 4, false},         /* U+110000 */
                 {"\xf5\x80\x80\x80", 4, false},
                 {"\xff", 1, false},
                 {"\xfe", 1, false},
-                {"\xc3", 1, false},                    /* truncated */
+                {"\xc3", 1, false}, /* truncated */
                 {"\xe2\x82", 2, false},
                 {"\xf0\x9f\x98", 3, false},
-                {"\xc3(", 2, false},                   /* bad continuation */
+                {"\xc3(", 2, false}, /* bad continuation */
                 {"\xe2(\xa1", 3, false},
                 {"\xf0\x9f(\x80", 4, false},
                 {"ok\xc3\xa9ok\xff", 7, false},
@@ -314,8 +316,8 @@ static void test_version_parse(void **state) {
         assert_true(v.major == 1 && v.minor == 0 && v.rev == 0);
 
         static const char *const bad[] = {
-                "", "6", "6.", ".6", "6.0.", "6.0.0.0", "-6.0", "+6.0", " 6.0", "6.0 ",
-                "6..0", "six", "6.x", "4294967296.0", "6.0a",
+                "",     "6",    "6.",   ".6",  "6.0.", "6.0.0.0",      "-6.0", "+6.0",
+                " 6.0", "6.0 ", "6..0", "six", "6.x",  "4294967296.0", "6.0a",
         };
         for (size_t i = 0; i < NST_ARRAY_SIZE(bad); i++) {
                 v = (struct nst_version){9, 9, 9};
@@ -401,7 +403,7 @@ static void test_priorities(void **state) {
                 assert_string_equal(nst_priority_lower((enum nst_priority)p), lower[p]);
         }
         assert_null(nst_priority_upper((enum nst_priority)99));
-        assert_null(nst_priority_lower((enum nst_priority)-1));
+        assert_null(nst_priority_lower((enum nst_priority) - 1));
 }
 
 static void test_notification_build(void **state) {
@@ -434,7 +436,8 @@ static void test_notification_build(void **state) {
         const char *mid = json_object_get_string(json_object_object_get(msg, "message_id"));
         assert_int_equal(strlen(mid), 36);
         assert_int_equal(mid[8], '-');
-        assert_string_equal(json_object_get_string(json_object_object_get(msg, "priority")), "INFO");
+        assert_string_equal(json_object_get_string(json_object_object_get(msg, "priority")),
+                            "INFO");
         assert_ptr_equal(json_object_object_get(msg, "payload"), payload);
         const char *ts = json_object_get_string(json_object_object_get(msg, "timestamp"));
         assert_true(strlen(ts) == 26 || strlen(ts) == 19);

@@ -95,7 +95,8 @@ static void test_decode_bare_with_timeout(void **state) {
 
 static void test_decode_cast_and_defaults(void **state) {
         /* A cast: no routing; no args, version or unique id. */
-        json_object *inner = parse("{\"method\": \"sink\", \"namespace\": null, \"_timeout\": 1.5}");
+        json_object *inner =
+                parse("{\"method\": \"sink\", \"namespace\": null, \"_timeout\": 1.5}");
         struct nst_rpc_request req;
 
         assert_int_equal(nst_rpc_request_decode(inner, &req, NULL, NULL, NULL), 0);
@@ -170,8 +171,9 @@ static void test_decode_errors(void **state) {
                      "q1");
         decode_fails("{\"method\": \"ping\\u0000x\", \"_msg_id\": \"m1\", \"_reply_q\": \"q1\"}",
                      "request: 'method' must not contain NUL characters", "m1", "q1");
-        decode_fails("{\"method\": \"ping\", \"args\": [1], \"_msg_id\": \"m1\", \"_reply_q\": \"q1\"}",
-                     "request: 'args' must be an object, got list", "m1", "q1");
+        decode_fails(
+                "{\"method\": \"ping\", \"args\": [1], \"_msg_id\": \"m1\", \"_reply_q\": \"q1\"}",
+                "request: 'args' must be an object, got list", "m1", "q1");
         decode_fails("{\"method\": \"ping\", \"args\": \"x\"}",
                      "request: 'args' must be an object, got string", NULL, NULL);
         decode_fails("{\"method\": \"ping\", \"version\": 6.0, \"_msg_id\": \"m1\", \"_reply_q\": "
@@ -179,9 +181,10 @@ static void test_decode_errors(void **state) {
                      "request: 'version' must be a string, got float", "m1", "q1");
         decode_fails("{\"method\": \"ping\", \"namespace\": {}}",
                      "request: 'namespace' must be a string, got object", NULL, NULL);
-        decode_fails("{\"method\": \"ping\", \"_timeout\": \"2\", \"_msg_id\": \"m1\", \"_reply_q\": "
-                     "\"q1\"}",
-                     "request: '_timeout' must be a number or null, got string", "m1", "q1");
+        decode_fails(
+                "{\"method\": \"ping\", \"_timeout\": \"2\", \"_msg_id\": \"m1\", \"_reply_q\": "
+                "\"q1\"}",
+                "request: '_timeout' must be a number or null, got string", "m1", "q1");
         decode_fails("{\"method\": \"ping\", \"_timeout\": true}",
                      "request: '_timeout' must be a number or null, got bool", NULL, NULL);
         decode_fails("{\"method\": \"ping\", \"_timeout\": -1}",
@@ -214,7 +217,8 @@ static void test_decode_not_an_object(void **state) {
 
 static void test_build_call_roundtrip(void **state) {
         json_object *args = parse("{\"x\": 1, \"path\": \"/a/b\"}");
-        json_object *ctx = parse("{\"user_id\": \"u\", \"request_id\": \"req-1\", \"roles\": [\"a\"]}");
+        json_object *ctx =
+                parse("{\"user_id\": \"u\", \"request_id\": \"req-1\", \"roles\": [\"a\"]}");
         json_object *msg = NULL;
         struct nst_rpc_request req;
 
@@ -255,9 +259,9 @@ static void test_build_call_roundtrip(void **state) {
 static void test_build_cast_and_timeouts(void **state) {
         json_object *msg = NULL, *v;
 
-        assert_int_equal(nst_rpc_request_build("sink", NULL, NULL, NULL, NULL, NULL, NULL, 30, &msg,
-                                               NULL),
-                         0);
+        assert_int_equal(
+                nst_rpc_request_build("sink", NULL, NULL, NULL, NULL, NULL, NULL, 30, &msg, NULL),
+                0);
         assert_int_equal(json_object_object_length(msg), 3);
         assert_false(json_object_object_get_ex(msg, "_msg_id", NULL));
         assert_false(json_object_object_get_ex(msg, "_reply_q", NULL));
@@ -269,18 +273,17 @@ static void test_build_cast_and_timeouts(void **state) {
         assert_true(is_hex32(first_uid));
 
         json_object *msg2 = NULL;
-        assert_int_equal(nst_rpc_request_build("sink", NULL, NULL, NULL, NULL, "m", "q", 0, &msg2,
-                                               NULL),
-                         0);
+        assert_int_equal(
+                nst_rpc_request_build("sink", NULL, NULL, NULL, NULL, "m", "q", 0, &msg2, NULL), 0);
         assert_true(json_object_object_get_ex(msg2, "_timeout", &v));
         assert_null(v); /* no call-monitor */
-        assert_string_not_equal(
-                json_object_get_string(json_object_object_get(msg2, "_unique_id")), first_uid);
+        assert_string_not_equal(json_object_get_string(json_object_object_get(msg2, "_unique_id")),
+                                first_uid);
         json_object_put(msg2);
 
-        assert_int_equal(nst_rpc_request_build("sink", NULL, NULL, NULL, NULL, "m", "q", 2.5, &msg2,
-                                               NULL),
-                         0);
+        assert_int_equal(
+                nst_rpc_request_build("sink", NULL, NULL, NULL, NULL, "m", "q", 2.5, &msg2, NULL),
+                0);
         assert_true(json_object_object_get_ex(msg2, "_timeout", &v));
         assert_true(json_object_is_type(v, json_type_double));
         assert_true(json_object_get_double(v) == 2.5);
@@ -293,26 +296,25 @@ static void test_build_rejects(void **state) {
         json_object *msg = NULL;
         json_object *arr = json_object_new_array();
 
-        assert_int_equal(nst_rpc_request_build(NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, &msg,
-                                               &err),
-                         -EINVAL);
+        assert_int_equal(
+                nst_rpc_request_build(NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, &msg, &err),
+                -EINVAL);
         assert_string_equal(err.cls, "InvalidInput");
-        assert_int_equal(nst_rpc_request_build("", NULL, NULL, NULL, NULL, NULL, NULL, 0, &msg,
-                                               &err),
-                         -EINVAL);
-        assert_int_equal(nst_rpc_request_build("m", arr, NULL, NULL, NULL, NULL, NULL, 0, &msg,
-                                               &err),
-                         -EINVAL);
+        assert_int_equal(
+                nst_rpc_request_build("", NULL, NULL, NULL, NULL, NULL, NULL, 0, &msg, &err),
+                -EINVAL);
+        assert_int_equal(
+                nst_rpc_request_build("m", arr, NULL, NULL, NULL, NULL, NULL, 0, &msg, &err),
+                -EINVAL);
         assert_string_equal(err.message, "request m: args must be an object, got list");
-        assert_int_equal(nst_rpc_request_build("m", NULL, NULL, NULL, arr, NULL, NULL, 0, &msg,
-                                               &err),
-                         -EINVAL);
+        assert_int_equal(
+                nst_rpc_request_build("m", NULL, NULL, NULL, arr, NULL, NULL, 0, &msg, &err),
+                -EINVAL);
         assert_string_equal(err.message, "context must be an object, got list");
-        assert_int_equal(nst_rpc_request_build("m", NULL, NULL, NULL, NULL, "id", NULL, 0, &msg,
-                                               &err),
-                         -EINVAL);
-        assert_string_equal(err.message,
-                            "request m: a call needs both a msg_id and a reply queue");
+        assert_int_equal(
+                nst_rpc_request_build("m", NULL, NULL, NULL, NULL, "id", NULL, 0, &msg, &err),
+                -EINVAL);
+        assert_string_equal(err.message, "request m: a call needs both a msg_id and a reply queue");
         assert_null(msg);
         json_object_put(arr);
 }
@@ -324,8 +326,9 @@ static void test_reply_build_exact(void **state) {
         json_object *msg = NULL;
 
         assert_int_equal(nst_rpc_reply_build("m1", result, NULL, true, &msg, NULL), 0);
-        const char *head = "{\"result\":\"pong\",\"failure\":null,\"ending\":true,\"_msg_id\":\"m1\","
-                           "\"_unique_id\":\"";
+        const char *head =
+                "{\"result\":\"pong\",\"failure\":null,\"ending\":true,\"_msg_id\":\"m1\","
+                "\"_unique_id\":\"";
         const char *text = nst_json_to_string(msg, NULL);
         assert_memory_equal(text, head, strlen(head));
         assert_string_equal(text + strlen(head) + 32, "\"}");
@@ -473,6 +476,16 @@ static void test_decode_reply_edge_cases(void **state) {
         assert_false(reply.ending);
         assert_null(reply.result);
         assert_false(reply.failed);
+        nst_rpc_reply_done(&reply);
+        json_object_put(inner);
+
+        /* A call-monitor heartbeat. */
+        inner = parse(
+                "{\"result\": null, \"failure\": null, \"ending\": false, \"_msg_id\": \"m\"}");
+        assert_int_equal(nst_rpc_reply_decode(inner, &reply, NULL), 0);
+        assert_false(reply.ending);
+        assert_false(reply.failed);
+        assert_string_equal(reply.msg_id, "m");
         nst_rpc_reply_done(&reply);
         json_object_put(inner);
 
