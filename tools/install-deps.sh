@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
         build-essential cmake pkg-config clang libclang-rt-14-dev valgrind
-        librabbitmq-dev libjson-c-dev uuid-dev libcmocka-dev
+        librabbitmq-dev libjson-c-dev uuid-dev libcmocka-dev libvirt-dev libxml2-dev
         rabbitmq-server amqp-tools python3-oslo.messaging
 )
 

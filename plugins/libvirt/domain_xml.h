@@ -52,7 +52,7 @@ struct nst_build_context {
 
 /* What the builder decided. */
 struct nst_domain_plan {
-        const struct nst_profile *profile;
+        const struct nst_profile *profile;  /* borrowed from the profile set */
         enum nst_virt_type virt_type;
         bool emulated_nesting;              /* nested profile under TCG */
         char nesting[2][8];                 /* required: vmx | svm [, npt] */

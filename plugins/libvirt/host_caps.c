@@ -424,16 +424,13 @@ int nst_host_caps_finish(struct nst_host_caps *c, const struct nst_host_probe_op
 
 /* ---- the probe ---- */
 
-static int compare_cpu(virConnectPtr conn, const char *virt_type, const char *feature,
-                       enum nst_cpu_vendor vendor) {
-        /* qemu64 is the smallest named model; it lists svm, so an Intel
-         * check must take svm away or it would always be incompatible. */
-        char xml[320];
+static int compare_cpu(virConnectPtr conn, const char *virt_type, const char *feature) {
+        /* Not a named model: qemu64 lists svm, so an Intel host would always
+         * look incompatible, and most named models are unusable on some
+         * hosts. host-model + the flag asks exactly "can a guest get it". */
+        char xml[160];
         snprintf(xml, sizeof(xml),
-                 "<cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model>"
-                 "<feature policy='require' name='%s'/>%s</cpu>",
-                 feature,
-                 strcmp(feature, "vmx") == 0 ? "<feature policy='disable' name='svm'/>" : "");
+                 "<cpu mode='host-model'><feature policy='require' name='%s'/></cpu>", feature);
         int r = virConnectCompareHypervisorCPU(conn, NULL, "x86_64", NULL, virt_type, xml, 0);
         if (r == VIR_CPU_COMPARE_ERROR)
                 return -1;
@@ -470,9 +467,9 @@ static void probe_libvirt(virConnectPtr conn, struct nst_host_caps *c, struct ns
                 free(xml);
         }
         if (c->virt_type == NST_VIRT_KVM && c->vendor != NST_VENDOR_UNKNOWN)
-                c->compare_nested = compare_cpu(
-                        conn, "kvm", c->vendor == NST_VENDOR_INTEL ? "vmx" : "svm", c->vendor);
-        c->compare_emulated = compare_cpu(conn, "qemu", "svm", c->vendor);
+                c->compare_nested =
+                        compare_cpu(conn, "kvm", c->vendor == NST_VENDOR_INTEL ? "vmx" : "svm");
+        c->compare_emulated = compare_cpu(conn, "qemu", "svm");
         virResetLastError();
 }
 
@@ -548,6 +545,7 @@ json_object *nst_host_caps_to_json(const struct nst_host_caps *c) {
                                                      : NULL);
         json_object_object_add(n, "reason", json_object_new_string(c->nesting_reason));
         json_object_object_add(n, "cpu_compare", tri(c->compare_nested));
+        json_object_object_add(n, "emulated_cpu_compare", tri(c->compare_emulated));
         json_object_object_add(n, "emulated_feature",
                                c->emulated_feature[0] ? json_object_new_string(c->emulated_feature)
                                                       : NULL);

@@ -40,14 +40,14 @@ static inline bool reserve(struct nst_xw *w, size_t extra) {
         return grow(w, extra);
 }
 
-static void put(struct nst_xw *w, const char *s, size_t n) {
+static inline void put(struct nst_xw *w, const char *s, size_t n) {
         if (!reserve(w, n))
                 return;
         memcpy(w->buf + w->len, s, n);
         w->len += n;
 }
 
-static void putc_(struct nst_xw *w, char c) {
+static inline void putc_(struct nst_xw *w, char c) {
         if (!reserve(w, 1))
                 return;
         w->buf[w->len++] = c;
@@ -147,7 +147,7 @@ bad:
         }
 }
 
-static void close_tag(struct nst_xw *w) {
+static inline void close_tag(struct nst_xw *w) {
         if (w->tag_open) {
                 putc_(w, '>');
                 w->tag_open = false;

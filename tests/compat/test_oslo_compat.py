@@ -200,6 +200,33 @@ class TestRPC(AgentCase):
             with self.subTest(version=v):
                 self.assertEqual(self.call("echo", version=v, x=1)["args"], {"x": 1})
 
+    def test_unknown_namespace(self):
+        client = self.agent.client().prepare(namespace="no_such_namespace", timeout=CALL_TIMEOUT)
+        with self.assertRaises(om.RemoteError) as cm:
+            client.call({}, "ping")
+        self.assertEqual(cm.exception.exc_type, "UnsupportedVersion")
+
+    def test_unenveloped_request_answered(self):
+        # oslo accepts the 1.0 format (a bare dict); so must the agent.
+        with harness.RawAMQP(self.vhost.name, self.exchange) as raw:
+            req = harness.request("echo", {"x": "ü"}, reply_q=raw.reply_q, version="1.3",
+                                  context={"user_id": "u"})
+            raw.publish(json.dumps(req), "compute.node1")
+            replies = raw.get_replies(10)
+        self.assertEqual(len(replies), 1, replies)
+        self.assertIsNone(replies[0]["failure"])
+        self.assertEqual(replies[0]["result"], {"args": {"x": "ü"}, "context": {"user_id": "u"}})
+
+    def test_reply_queue_gone(self):
+        returned_before = self.rpc_stats()["returned"]
+        with harness.RawAMQP(self.vhost.name, self.exchange) as raw:
+            raw.publish_request(harness.request("ping", reply_q="reply_gone_" + uuid.uuid4().hex))
+        end = time.monotonic() + 10
+        while self.rpc_stats()["returned"] == returned_before and time.monotonic() < end:
+            time.sleep(0.05)
+        self.assertEqual(self.rpc_stats()["returned"], returned_before + 1)
+        self.assert_serving()
+
     def test_cast_then_counters(self):
         before = self.counters()["casts"]
         for _ in range(5):
@@ -445,6 +472,20 @@ class TestFanout(AgentCase):
 class TestShutdown(AgentCase):
     """SIGTERM while a call is in flight: it is answered, then exit 0."""
 
+    def wait_call_received(self, timeout=20):
+        """Returns once the agent has received one call besides our polls:
+        each get_service_info is itself counted on receipt, so poll i sees
+        base + i, plus one once the other call arrived."""
+        base = self.rpc_stats()["calls"]
+        end = time.monotonic() + timeout
+        i = 0
+        while time.monotonic() < end:
+            i += 1
+            if self.rpc_stats()["calls"] - base > i:
+                return
+            time.sleep(0.05)
+        self.fail("the agent never received the call")
+
     def test_sigterm_during_call(self):
         client = self.agent.client().prepare(timeout=30)
         result = {}
@@ -456,12 +497,11 @@ class TestShutdown(AgentCase):
             except Exception as e:  # reported below
                 result["error"] = e
             result["elapsed"] = time.monotonic() - t0
-            result["done_at"] = time.monotonic()
 
         th = threading.Thread(target=run, daemon=True)
         th.start()
-        time.sleep(1.0)  # the request is running on a worker by now
-        self.assertTrue(th.is_alive())
+        self.wait_call_received()
+        t_term = time.monotonic()
         self.agent.signal(signal.SIGTERM)
         th.join(30)
         self.assertFalse(th.is_alive(), "the in-flight call never returned")
@@ -470,6 +510,7 @@ class TestShutdown(AgentCase):
         self.assertGreaterEqual(result["elapsed"], 3.0)
         rc = self.agent.wait(30)
         self.assertEqual(rc, 0, "agent exit code %r after SIGTERM" % rc)
+        self.assertLess(time.monotonic() - t_term, 30)
 
 
 class TestExpiry(AgentCase):
@@ -480,28 +521,29 @@ class TestExpiry(AgentCase):
     def test_expired_requests_dropped(self):
         before = self.counters()["casts"]
         expired_before = self.rpc_stats()["expired"]
-        client = self.agent.client().prepare(timeout=30)
-        result = {}
-        th = threading.Thread(target=lambda: result.setdefault(
-            "v", client.call({}, "sleep", ms=3000)), daemon=True)
-        th.start()
-        time.sleep(0.5)  # the single worker is busy now
         with harness.RawAMQP(self.vhost.name, self.exchange) as raw:
+            # Everything goes over one connection, so the agent receives it
+            # in this order: the sleep takes the only worker for 3 s, and
+            # the rest waits behind it in the pool.
+            sleep = harness.request("sleep", {"ms": 3000}, reply_q=raw.reply_q)
+            raw.publish_request(sleep)
             raw.publish_request(harness.request("count", call=False), expiration="1")
+            raw.publish_request(harness.request("count", reply_q=raw.reply_q), expiration="1")
             raw.publish_request(harness.request("count", call=False), expiration="1000")
             expired_call = harness.request("count", reply_q=raw.reply_q)
             raw.publish_request(expired_call, expiration="1000")
             # Control: the same cast without expiration runs.
             raw.publish_request(harness.request("count", call=False))
-            th.join(30)
-            self.assertEqual(result.get("v"), 3000)
+            replies = raw.get_replies(20, want=1)
+            self.assertEqual([r.get("result") for r in replies], [3000], replies)
+            self.assertEqual(replies[0]["_msg_id"], sleep["_msg_id"])
             self.assertEqual(self.wait_casts(before + 1), before + 1)
             time.sleep(0.5)
             self.assertEqual(self.counters()["casts"], before + 1)
-            replies = raw.get_replies(0.5, want=None)
-            self.assertFalse([r for r in replies if r.get("failure") is None], replies)
+            late = raw.get_replies(0.5, want=None)
+            self.assertFalse([r for r in late if r.get("failure") is None], late)
         # The two 1000 ms requests certainly reached the agent (the 1 ms
-        # one may have expired in the broker already).
+        # ones may have expired in the broker already).
         self.assertGreaterEqual(self.rpc_stats()["expired"] - expired_before, 2)
 
 
