@@ -1,12 +1,15 @@
 /* Worker threads push, the I/O thread polls the eventfd and takes the whole
  * list at once, so it holds the lock once per wakeup rather than per item.
  *
- * The eventfd is written and read under the lock, on the empty -> non-empty
- * transition only: it is then readable exactly when items wait (or after a
- * wake), a burst of pushes costs one write, and no wakeup can be lost
- * between a push and a take. */
+ * The eventfd is written on the empty -> non-empty transition only, so a
+ * burst of pushes costs one write. Both system calls happen outside the lock
+ * (a woken I/O thread must not then block on the pusher's mutex), in an order
+ * that loses no wakeup: take_all clears the eventfd *before* taking the list,
+ * so a push that lands after the take finds the list empty and signals
+ * again. The price is an occasional spurious wakeup with nothing to take. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -75,21 +78,22 @@ void nst_outbox_push(struct nst_outbox *o, struct nst_outbox_item *item) {
                 return;
         item->next = NULL;
         pthread_mutex_lock(&o->lock);
-        if (o->tail) {
+        bool was_empty = !o->tail;
+        if (o->tail)
                 o->tail->next = item;
-        } else {
+        else
                 o->head = item;
-                signal_fd(o->efd);
-        }
         o->tail = item;
         pthread_mutex_unlock(&o->lock);
+        if (was_empty)
+                signal_fd(o->efd);
 }
 
 struct nst_outbox_item *nst_outbox_take_all(struct nst_outbox *o) {
+        clear_fd(o->efd);
         pthread_mutex_lock(&o->lock);
         struct nst_outbox_item *list = o->head;
         o->head = o->tail = NULL;
-        clear_fd(o->efd);
         pthread_mutex_unlock(&o->lock);
         return list;
 }

@@ -654,7 +654,10 @@ drop:
         free_call(c);
 }
 
-/* Reads what the socket has, up to a bound so publishing is not starved. */
+/* Reads what the socket has, up to a bound so publishing is not starved.
+ * Stops as soon as librabbitmq has nothing buffered: asking it for another
+ * frame would cost a failed recv() and a poll() per wake-up, and the loop's
+ * own poll() reports the next data anyway. */
 static void pump_session(struct nst_rpc_server *s, int64_t now) {
         for (int i = 0; s->session && i < MAX_EVENTS_PER_TURN; i++) {
                 struct nst_amqp_event ev;
@@ -682,6 +685,8 @@ static void pump_session(struct nst_rpc_server *s, int64_t now) {
                         session_teardown(s, now, "the broker cancelled a consumer");
                         return;
                 }
+                if (s->session && !nst_amqp_has_buffered(s->session))
+                        break;
         }
 done:
         /* With a prefetch limit, acks are manual: one for the whole batch,
@@ -788,19 +793,28 @@ int nst_rpc_server_run(struct nst_rpc_server *s) {
 
                 struct pollfd fds[2] = {{.fd = nst_outbox_fd(s->outbox), .events = POLLIN}};
                 nfds_t nfds = 1;
-                if (s->session)
+                bool polled_session = s->session != NULL;
+                if (polled_session)
                         fds[nfds++] = (struct pollfd){.fd = nst_amqp_fd(s->session),
                                                       .events = POLLIN};
-                if (poll(fds, nfds, (int)timeout) < 0 && errno != EINTR) {
+                int n = poll(fds, nfds, (int)timeout);
+                if (n < 0 && errno != EINTR) {
                         log_error("poll: %s", strerror(errno));
                         return -errno;
                 }
 
                 now = nst_now_ms();
-                if (s->session)
+                /* On a timeout the library is called anyway: heartbeats are
+                 * only sent (and the peer's checked) from inside it. */
+                if (s->session && (n == 0 || (polled_session && fds[1].revents) ||
+                                   nst_amqp_has_buffered(s->session)))
                         pump_session(s, now);
-                drain_outbox(s, now);
-                send_heartbeats(s, now);
+                if (n > 0 && fds[0].revents)
+                        drain_outbox(s, now);
+                if (s->n_monitored)
+                        send_heartbeats(s, now);
+                if (s->session && s->pending.head)
+                        flush_pending(s, now);
         }
         return 0;
 }

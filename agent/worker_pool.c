@@ -158,8 +158,10 @@ int nst_worker_pool_submit(struct nst_worker_pool *p, void (*fn)(void *), void *
                 p->head = j;
         p->tail = j;
         p->queued++;
-        pthread_cond_signal(&p->wake);
         pthread_mutex_unlock(&p->lock);
+        /* Signalled after unlocking, so the woken worker does not go straight
+         * back to sleep on the mutex we still hold. */
+        pthread_cond_signal(&p->wake);
         return 0;
 }
 

@@ -1,14 +1,57 @@
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <uuid/uuid.h>
 
 #include "messages/ids.h"
 
+/* Random version-4 UUID bytes. uuid_generate_random() costs five system
+ * calls per id (getrandom plus pid/uid probes); the RPC path makes one id per
+ * message, so each thread instead seeds a xoshiro256** generator once from
+ * getrandom(2) and draws from it. These ids need uniqueness, not secrecy. */
+static _Thread_local uint64_t rng[4];
+static _Thread_local bool rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k) {
+        return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(void) {
+        uint64_t result = rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
+        rng[2] ^= rng[0];
+        rng[3] ^= rng[1];
+        rng[1] ^= rng[2];
+        rng[0] ^= rng[3];
+        rng[2] ^= t;
+        rng[3] = rotl(rng[3], 45);
+        return result;
+}
+
+static void random_uuid(uuid_t u) {
+        if (!rng_seeded) {
+                if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
+                        /* Only before the kernel's pool is ready: fall back to
+                         * libuuid, which has its own sources. */
+                        uuid_generate_random(u);
+                        return;
+                }
+                rng_seeded = true;
+        }
+        uint64_t a = rng_next(), b = rng_next();
+        memcpy(u, &a, 8);
+        memcpy(u + 8, &b, 8);
+        u[6] = (u[6] & 0x0f) | 0x40; /* version 4 */
+        u[8] = (u[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+}
+
 void nst_uuid_hex(char out[NST_UUID_HEX_LEN + 1]) {
         static const char digits[] = "0123456789abcdef";
         uuid_t u;
 
-        uuid_generate_random(u);
+        random_uuid(u);
         for (size_t i = 0; i < sizeof(u); i++) {
                 out[2 * i] = digits[u[i] >> 4];
                 out[2 * i + 1] = digits[u[i] & 0xf];
@@ -19,7 +62,7 @@ void nst_uuid_hex(char out[NST_UUID_HEX_LEN + 1]) {
 void nst_uuid_str(char out[NST_UUID_STR_LEN + 1]) {
         uuid_t u;
 
-        uuid_generate_random(u);
+        random_uuid(u);
         uuid_unparse_lower(u, out);
 }
 
