@@ -137,6 +137,14 @@ int nst_dispatcher_find(const struct nst_dispatcher *d, const char *namespace_, 
                              shown, name);
 }
 
+int nst_dispatcher_add_builtin(struct nst_dispatcher *d, const char *namespace_,
+                               const struct nst_method *m, struct nst_error *err) {
+        int r = nst_dispatcher_add(d, namespace_, m, "agent", err);
+        if (r >= 0)
+                d->entries[d->n - 1].io_thread = true;
+        return r;
+}
+
 static int compare_entries(const void *a, const void *b) {
         const struct nst_dispatch_entry *x = *(const struct nst_dispatch_entry *const *)a;
         const struct nst_dispatch_entry *y = *(const struct nst_dispatch_entry *const *)b;

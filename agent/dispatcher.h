@@ -12,6 +12,7 @@
 #define NESTOR_AGENT_DISPATCHER_H
 
 #include <json.h>
+#include <stdbool.h>
 
 #include "agent/plugin.h"
 #include "messages/error.h"
@@ -25,6 +26,7 @@ struct nst_dispatch_entry {
         nst_method_fn fn;
         void *userdata;
         char *owner;      /* plugin name or "agent" */
+        bool io_thread;   /* runs on the I/O thread: agent built-ins that never block */
 };
 
 struct nst_dispatcher;
@@ -36,6 +38,12 @@ void nst_dispatcher_free(struct nst_dispatcher *d);
  * -EINVAL for a bad name or version. */
 int nst_dispatcher_add(struct nst_dispatcher *d, const char *namespace_, const struct nst_method *m,
                        const char *owner, struct nst_error *err);
+
+/* Registers one of the agent's own methods that returns in microseconds
+ * without blocking (ping, get_service_info): it is answered on the I/O
+ * thread. Plugins never get this; their code may block. */
+int nst_dispatcher_add_builtin(struct nst_dispatcher *d, const char *namespace_,
+                               const struct nst_method *m, struct nst_error *err);
 
 /* Looks up a method; version NULL means "1.0". The entry stays valid for the
  * dispatcher's life (no removal while serving). */

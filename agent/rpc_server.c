@@ -226,10 +226,12 @@ static void free_call(struct nst_call *c) {
         free(c);
 }
 
-static void run_call(void *data) {
-        struct nst_call *c = data;
+/* Runs a call's handler and returns the reply to publish (NULL for a cast,
+ * or when the request expired). Consumes c. */
+static struct nst_outbox_item *execute_call(struct nst_call *c) {
         struct nst_rpc_server *s = c->server;
         struct nst_error err = NST_ERROR_INIT;
+        struct nst_outbox_item *reply = NULL;
         json_object *result = NULL;
         bool is_call = c->req.msg_id != NULL;
 
@@ -239,11 +241,11 @@ static void run_call(void *data) {
                 log_warning("%s %s expired before a worker was free, not executed",
                             is_call ? "call" : "cast", c->req.method);
                 if (c->id) {
-                        struct nst_outbox_item *done = calloc(1, sizeof(*done));
-                        if (done) {
-                                done->kind = NST_OUT_CALL_DONE;
-                                done->call_id = c->id;
-                                nst_outbox_push(s->outbox, done);
+                        /* Nothing to send, but its heartbeats must stop. */
+                        reply = calloc(1, sizeof(*reply));
+                        if (reply) {
+                                reply->kind = NST_OUT_CALL_DONE;
+                                reply->call_id = c->id;
                         }
                 }
                 goto out;
@@ -264,17 +266,24 @@ static void run_call(void *data) {
         }
 
         if (is_call) {
-                struct nst_outbox_item *it = reply_item(c->req.msg_id, c->req.reply_q, result,
-                                                        r < 0 ? &err : NULL, true);
-                if (it) {
-                        it->call_id = c->id;
-                        nst_outbox_push(s->outbox, it);
-                }
+                reply = reply_item(c->req.msg_id, c->req.reply_q, result, r < 0 ? &err : NULL,
+                                   true);
+                if (reply)
+                        reply->call_id = c->id;
         }
         json_object_put(result);
 out:
         nst_log_set_request_id(NULL);
         free_call(c);
+        return reply;
+}
+
+static void run_call(void *data) {
+        struct nst_call *c = data;
+        struct nst_outbox *outbox = c->server->outbox;
+        struct nst_outbox_item *reply = execute_call(c);
+        if (reply)
+                nst_outbox_push(outbox, reply);
 }
 
 /* What a worker needs to run one periodic task: copied under the timers
@@ -642,6 +651,16 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
         log_debug("%s %s version %s", c->req.msg_id ? "call" : "cast", c->req.method,
                   c->req.version ? c->req.version : "1.0");
         nst_log_set_request_id(NULL);
+        if (c->entry->io_thread) {
+                /* The agent's own non-blocking methods: answering them here
+                 * saves two thread handoffs per call. */
+                struct nst_outbox_item *reply = execute_call(c);
+                if (reply && reply->kind == NST_OUT_PUBLISH)
+                        publish_item(s, reply, now);
+                else
+                        nst_outbox_item_free(reply);
+                return;
+        }
         if (nst_worker_pool_submit(s->pool, run_call, c) < 0) {
                 nst_error_set(&err, -ESHUTDOWN, "RuntimeError", "the agent is shutting down");
                 monitor_remove(s, c->id);

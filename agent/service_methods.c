@@ -68,7 +68,7 @@ int nst_service_methods_register(struct nst_host *host, struct nst_service_state
                 {"get_service_info", SERVICE_API_VERSION, get_service_info, st},
         };
         for (size_t i = 0; i < NST_ARRAY_SIZE(methods); i++) {
-                int r = nst_host_register_method(host, NULL, &methods[i], err);
+                int r = nst_dispatcher_add_builtin(host->dispatcher, NULL, &methods[i], err);
                 if (r < 0)
                         return r;
         }

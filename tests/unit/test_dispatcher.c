@@ -120,6 +120,20 @@ static void test_describe_sorted(void **state) {
         nst_dispatcher_free(d);
 }
 
+static void test_builtins_run_on_io_thread(void **state) {
+        struct nst_dispatcher *d = make();
+        struct nst_error err = NST_ERROR_INIT;
+        const struct nst_dispatch_entry *e;
+        const struct nst_method m = {"health", "1.0", handler, NULL};
+        assert_int_equal(nst_dispatcher_add_builtin(d, NULL, &m, &err), 0);
+        assert_int_equal(nst_dispatcher_find(d, NULL, "health", "1.0", &e, &err), 0);
+        assert_true(e->io_thread);
+        assert_string_equal(e->owner, "agent");
+        assert_int_equal(nst_dispatcher_find(d, NULL, "ping", "6.0", &e, &err), 0);
+        assert_false(e->io_thread);
+        nst_dispatcher_free(d);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_compatible_versions),
@@ -127,6 +141,7 @@ int main(void) {
                 cmocka_unit_test(test_no_such_method),
                 cmocka_unit_test(test_registration_errors),
                 cmocka_unit_test(test_describe_sorted),
+                cmocka_unit_test(test_builtins_run_on_io_thread),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
