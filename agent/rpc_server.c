@@ -737,8 +737,12 @@ static void begin_drain(struct nst_rpc_server *s, int64_t now) {
                 session_teardown(s, now, err.message);
 }
 
-static bool drained(struct nst_rpc_server *s) {
-        return nst_worker_pool_pending(s->pool) == 0 && !s->pending.head && !s->unconfirmed.head;
+static bool drained(struct nst_rpc_server *s, int64_t now) {
+        if (nst_worker_pool_pending(s->pool) > 0)
+                return false;
+        /* Idle workers may have pushed replies since the last drain. */
+        drain_outbox(s, now);
+        return !s->pending.head && !s->unconfirmed.head;
 }
 
 static int64_t min_timeout(int64_t a, int64_t b) {
@@ -756,7 +760,7 @@ int nst_rpc_server_run(struct nst_rpc_server *s) {
                 if (s->state == RUNNING && __atomic_load_n(&s->stop_requested, __ATOMIC_ACQUIRE))
                         begin_drain(s, now);
                 if (s->state == DRAINING) {
-                        if (drained(s))
+                        if (drained(s, now))
                                 break;
                         if (now >= s->drain_deadline) {
                                 log_warning("stop grace period over: %zu jobs still running, "
