@@ -369,10 +369,10 @@ static int declare_topology(struct nst_rpc_server *s, struct nst_amqp *a, bool c
         if (r < 0)
                 return r;
         for (int i = 0; consume && i < N_CONSUMERS; i++) {
-                /* oslo acks every request on arrival, before running it:
-                 * at-most-once. Without a prefetch limit that is exactly
-                 * what no-ack consuming does, minus a frame per request. */
-                r = nst_amqp_consume(a, queues[i], tags[i], c->prefetch == 0, err);
+                /* Manual acks, sent on arrival like oslo's: a message the
+                 * broker handed over but we never read (still in flight
+                 * when the connection dies) is then requeued, not lost. */
+                r = nst_amqp_consume(a, queues[i], tags[i], false, err);
                 if (r < 0)
                         return r;
         }
@@ -594,8 +594,11 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
         r = nst_envelope_decode(ev->body, ev->body_len, s->cfg.max_message_bytes, &inner, &err);
         if (r < 0) {
                 STAT_INC(s, rejected);
-                log_warning("rejected a %zu-byte message on %s: %s (no reply queue known)",
-                            ev->body_len, ev->routing_key, err.message);
+                bool routed = nst_rpc_salvage_route(ev->body, ev->body_len, &msg_id, &reply_q) >= 0;
+                log_warning("rejected a %zu-byte message on %s: %s%s", ev->body_len,
+                            ev->routing_key, err.message,
+                            routed ? " (answered with an error)" : " (no reply queue known)");
+                reply_error(s, msg_id, reply_q, &err, now);
                 return;
         }
         c = calloc(1, sizeof(*c));
@@ -708,9 +711,9 @@ static void pump_session(struct nst_rpc_server *s, int64_t now) {
                         break;
         }
 done:
-        /* With a prefetch limit, acks are manual: one for the whole batch,
-         * sent on arrival like oslo's, so nothing is ever redelivered. */
-        if (s->session && s->cfg.prefetch > 0 && s->last_delivery > s->acked_delivery) {
+        /* One ack for the whole batch, before any of it runs (oslo's
+         * at-most-once): what was read is never redelivered. */
+        if (s->session && s->last_delivery > s->acked_delivery) {
                 struct nst_error err = NST_ERROR_INIT;
                 if (nst_amqp_ack(s->session, s->last_delivery, true, &err) < 0)
                         session_teardown(s, now, err.message);

@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -385,4 +387,55 @@ void nst_rpc_reply_done(struct nst_rpc_reply *reply) {
                 return;
         json_object_put(reply->raw);
         memset(reply, 0, sizeof(*reply));
+}
+
+static bool route_char(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '.' || c == ':' || c == '@' || c == '-';
+}
+
+/* The string value following the first `key` in body: `key"\s*:\s*"value"`
+ * where each quote may be escaped once (the double-encoded inner message). */
+static char *salvage_value(const char *body, size_t len, const char *key) {
+        size_t klen = strlen(key);
+        const char *end = body + len, *p = body;
+
+        while ((p = memmem(p, (size_t)(end - p), key, klen))) {
+                const char *q = p + klen;
+                p += klen;
+                if (q < end && *q == '\\')
+                        q++;
+                if (q >= end || *q++ != '"')
+                        continue;
+                while (q < end && (*q == ' ' || *q == '\t'))
+                        q++;
+                if (q >= end || *q++ != ':')
+                        continue;
+                while (q < end && (*q == ' ' || *q == '\t'))
+                        q++;
+                if (q < end && *q == '\\')
+                        q++;
+                if (q >= end || *q++ != '"')
+                        continue;
+                const char *v = q;
+                while (q < end && route_char(*q) && q - v < 256)
+                        q++;
+                if (q == v || q - v > 255 || q >= end || (*q != '"' && *q != '\\'))
+                        continue;
+                return strndup(v, (size_t)(q - v));
+        }
+        return NULL;
+}
+
+int nst_rpc_salvage_route(const char *body, size_t len, char **ret_msg_id, char **ret_reply_q) {
+        char *msg_id = salvage_value(body, len, "\"_msg_id");
+        char *reply_q = msg_id ? salvage_value(body, len, "\"_reply_q") : NULL;
+        if (!msg_id || !reply_q) {
+                free(msg_id);
+                free(reply_q);
+                return -ENOENT;
+        }
+        *ret_msg_id = msg_id;
+        *ret_reply_q = reply_q;
+        return 0;
 }

@@ -33,6 +33,14 @@ int nst_rpc_request_decode(json_object *inner, struct nst_rpc_request *req,
                            char **ret_msg_id, char **ret_reply_q, struct nst_error *err);
 void nst_rpc_request_done(struct nst_rpc_request *req);
 
+/* For a body that could not be decoded at all (invalid UTF-8, too large,
+ * broken JSON): finds the _msg_id and _reply_q a caller put in it, by
+ * scanning the raw bytes for the two keys in either the enveloped (escaped)
+ * or the bare form, so the caller can still be told what was wrong instead
+ * of timing out. Values must be 1-255 characters of [A-Za-z0-9_.:@-].
+ * Returns 0 with both malloc'd, or -ENOENT. */
+int nst_rpc_salvage_route(const char *body, size_t len, char **ret_msg_id, char **ret_reply_q);
+
 /* Builds a request inner message (for clients such as nestorctl). `args` and
  * `context` are borrowed (may be NULL). msg_id/reply_q NULL makes a cast.
  * A fresh _unique_id is generated. Result owned by caller. */

@@ -234,17 +234,22 @@ def summarize(results):
 
 
 def print_table(results, summary):
-    cols = [("server", "%-12s", "server"), ("run", "%3s", "run"),
+    cols = [("server", "%s", "server"), ("run", "%d", "run"),
             ("calls/s", "%8.0f", "calls_per_s"), ("p50 ms", "%7.3f", "p50_ms"),
             ("p90 ms", "%7.3f", "p90_ms"), ("p99 ms", "%7.3f", "p99_ms"),
             ("max ms", "%7.2f", "max_ms"), ("CPU ms/call", "%11.4f", "cpu_ms_per_call"),
             ("casts/s sent", "%12.0f", "casts_sent_per_s"),
             ("casts/s done", "%12.0f", "casts_processed_per_s"),
             ("CPU ms/cast", "%11.4f", "cpu_ms_per_cast")]
-    widths = [max(len(h), len(f % 0) if "s" not in f[-1] else 12) for h, f, _ in cols]
-    print("  ".join(h.rjust(w) for (h, _, _), w in zip(cols, widths)))
-    for r in results:
-        print("  ".join((f % r[k]).rjust(w) for (_, f, k), w in zip(cols, widths)))
+    rows = [[f % r[k] for _, f, k in cols] for r in results]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, (h, _, _) in enumerate(cols)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line([h for h, _, _ in cols]))
+    for row in rows:
+        print(line(row))
     print()
     print("agent calls/s / python calls/s      = %.2f  (target >= %.1f)  %s" % (
         summary["calls_per_s_ratio"], TARGET_CALLS_RATIO,

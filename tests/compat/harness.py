@@ -28,6 +28,8 @@ import contextlib
 import itertools
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,6 +187,25 @@ def kill_broker():
     return pid
 
 
+_STALE_VHOST = re.compile(r"^nestor_[a-z]+_(\d+)_\d+_[0-9a-f]{6}$")
+_reaped = False
+
+
+def reap_stale_vhosts():
+    """Deletes vhosts our harness created in processes that are gone (a run
+    killed by a timeout, or a broker that was down at cleanup)."""
+    global _reaped
+    if _reaped:
+        return
+    _reaped = True
+    r = rabbitmqctl("list_vhosts", "name", check=False)
+    for name in r.stdout.split() if r.returncode == 0 else []:
+        m = _STALE_VHOST.match(name)
+        if m and int(m.group(1)) != os.getpid() and not os.path.exists("/proc/" + m.group(1)):
+            log("deleting stale vhost %s" % name)
+            rabbitmqctl("delete_vhost", name, check=False)
+
+
 class Vhost:
     """A private vhost (guest has full rights), deleted on exit."""
 
@@ -192,6 +213,7 @@ class Vhost:
         self.name = unique_name(prefix)
 
     def __enter__(self):
+        reap_stale_vhosts()
         rabbitmqctl("add_vhost", self.name)
         rabbitmqctl("set_permissions", "-p", self.name, BROKER_USER, ".*", ".*", ".*")
         return self
@@ -201,9 +223,13 @@ class Vhost:
         return False
 
     def delete(self):
-        r = rabbitmqctl("delete_vhost", self.name, check=False)
-        if r.returncode != 0:
-            log("could not delete vhost %s: %s" % (self.name, r.stdout.strip()))
+        # Right after a broker restart the first attempts can fail.
+        for attempt in range(5):
+            r = rabbitmqctl("delete_vhost", self.name, check=False)
+            if r.returncode == 0 or "does not exist" in r.stdout or "no_such_vhost" in r.stdout:
+                return
+            time.sleep(2)
+        log("could not delete vhost %s: %s" % (self.name, r.stdout.strip()))
 
     @property
     def url(self):
@@ -311,6 +337,8 @@ class AgentProcess:
         self.tmpdir = None
         self._transport = None
         self._logf = None
+        # Config and log stay behind unless a checked close() saw exit 0.
+        self.keep_files = bool(os.environ.get("NESTOR_KEEP_AGENT_FILES"))
 
     # -- files
     def config_text(self):
@@ -349,9 +377,14 @@ class AgentProcess:
         except (OSError, TypeError):
             return ""
 
-    def dump_log(self, why=""):
-        print("\n===== nestor-agent %s log%s (%s) =====\n%s===== end of log =====" % (
-            self.host, " " + why if why else "", self.log_path, self.log_text()),
+    def dump_log(self, why="", max_lines=400):
+        lines = self.log_text().splitlines(True)
+        skipped = ""
+        if len(lines) > max_lines:
+            skipped = "(%d earlier lines skipped)\n" % (len(lines) - max_lines)
+            lines = lines[-max_lines:]
+        print("\n===== nestor-agent %s log%s (%s) =====\n%s%s===== end of log =====" % (
+            self.host, " " + why if why else "", self.log_path, skipped, "".join(lines)),
             file=sys.stderr, flush=True)
 
     # -- lifecycle
@@ -381,7 +414,8 @@ class AgentProcess:
         last = None
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError("nestor-agent exited with %d while starting" % self.proc.returncode)
+                raise RuntimeError("nestor-agent exited with %d while starting"
+                                   % self.proc.returncode)
             try:
                 if client.prepare(timeout=1).call({}, "ping") == "pong":
                     return
@@ -453,6 +487,8 @@ class AgentProcess:
         if check and rc != 0:
             self.dump_log("(exit code %s)" % rc)
             raise AssertionError("nestor-agent %s exited with %s, expected 0" % (self.host, rc))
+        if check and rc == 0 and not self.keep_files:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
         return rc
 
     def __enter__(self):

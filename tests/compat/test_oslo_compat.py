@@ -138,7 +138,8 @@ class TestRPC(AgentCase):
     def test_echo_roundtrip(self):
         ctxt = {"user_id": "u-1", "project_id": "p-1", "request_id": "req-" + str(uuid.uuid4()),
                 "roles": ["admin", "member"], "is_admin": True, "read_only": False,
-                "auth_token": None, "user_name": "Zoë 🦊", "timestamp": "2026-11-26T17:40:19.036335"}
+                "auth_token": None, "user_name": "Zoë 🦊",
+                "timestamp": "2026-11-26T17:40:19.036335"}
         args = {
             "text": "héllo wörld — ✓ 日本語 Ελληνικά",
             "emoji": "😀🚀 👩‍👩‍👧 \U0001F9EA",
@@ -337,7 +338,7 @@ class TestRPC(AgentCase):
                                   "oslo.message": json.dumps([1, 2])}).encode(), False)
         add("envelope version 3.0",
             lambda q: json.dumps({"oslo.version": "3.0",
-                                  "oslo.message": json.dumps(req(_reply_q=q))}).encode(), False)
+                                  "oslo.message": json.dumps(req(_reply_q=q))}).encode(), True)
 
         def without_method(q):
             m = req(_reply_q=q)
@@ -358,9 +359,10 @@ class TestRPC(AgentCase):
         def invalid_utf8(q):
             body = harness.envelope(req(_reply_q=q, args={"x": "@@BAD@@"})).encode()
             return body.replace(b"@@BAD@@", b"\xff\xfe\xc3(")
-        add("invalid utf-8", invalid_utf8, False)
+        # Undecodable bodies: the reply route is salvaged from the raw bytes.
+        add("invalid utf-8", invalid_utf8, True)
         add("over max_message_bytes",
-            lambda q: harness.envelope(req(_reply_q=q, args={"blob": "x" * 70000})).encode(), False)
+            lambda q: harness.envelope(req(_reply_q=q, args={"blob": "x" * 70000})).encode(), True)
 
         rejected_before = self.rpc_stats()["rejected"]
         with harness.RawAMQP(self.vhost.name, self.exchange) as raw:
@@ -472,11 +474,11 @@ class TestFanout(AgentCase):
 class TestShutdown(AgentCase):
     """SIGTERM while a call is in flight: it is answered, then exit 0."""
 
-    def wait_call_received(self, timeout=20):
-        """Returns once the agent has received one call besides our polls:
-        each get_service_info is itself counted on receipt, so poll i sees
+    def wait_call_received(self, base, timeout=20):
+        """Returns once the agent has received one call besides our polls.
+        base: the calls counter read before that call was sent. Each
+        get_service_info is itself counted on receipt, so poll i sees
         base + i, plus one once the other call arrived."""
-        base = self.rpc_stats()["calls"]
         end = time.monotonic() + timeout
         i = 0
         while time.monotonic() < end:
@@ -498,9 +500,10 @@ class TestShutdown(AgentCase):
                 result["error"] = e
             result["elapsed"] = time.monotonic() - t0
 
+        base = self.rpc_stats()["calls"]
         th = threading.Thread(target=run, daemon=True)
         th.start()
-        self.wait_call_received()
+        self.wait_call_received(base)
         t_term = time.monotonic()
         self.agent.signal(signal.SIGTERM)
         th.join(30)

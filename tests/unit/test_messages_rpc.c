@@ -521,6 +521,40 @@ static void test_decode_reply_edge_cases(void **state) {
         json_object_put(inner);
 }
 
+static void check_salvage(const char *body, const char *msg_id, const char *reply_q) {
+        char *m = NULL, *q = NULL;
+        if (!msg_id) {
+                assert_int_equal(nst_rpc_salvage_route(body, strlen(body), &m, &q), -ENOENT);
+                assert_null(m);
+                assert_null(q);
+                return;
+        }
+        assert_int_equal(nst_rpc_salvage_route(body, strlen(body), &m, &q), 0);
+        assert_string_equal(m, msg_id);
+        assert_string_equal(q, reply_q);
+        free(m);
+        free(q);
+}
+
+static void test_salvage_route(void **state) {
+        /* Enveloped (escaped keys), with invalid UTF-8 elsewhere in the body. */
+        check_salvage("{\"oslo.version\": \"2.0\", \"oslo.message\": \"{\\\"method\\\": "
+                      "\\\"p\xff\\\", \\\"_msg_id\\\": \\\"abc123\\\", "
+                      "\\\"_reply_q\\\": \\\"reply_9f\\\"}\"}",
+                      "abc123", "reply_9f");
+        /* Bare form, broken JSON after the keys. */
+        check_salvage("{\"_reply_q\":\"reply_x.y-z\", \"_msg_id\" : \"m1\", \"args\": [",
+                      "m1", "reply_x.y-z");
+        /* Missing one of the two, or values that are not identifiers. */
+        check_salvage("{\"_msg_id\": \"m1\"}", NULL, NULL);
+        check_salvage("{\"_msg_id\": \"m1\", \"_reply_q\": \"a b\"}", NULL, NULL);
+        check_salvage("{\"_msg_id\": 5, \"_reply_q\": \"q\"}", NULL, NULL);
+        check_salvage("{\"_msg_id\": \"\", \"_reply_q\": \"q\"}", NULL, NULL);
+        /* A key mentioned inside a value is skipped in favour of the real one. */
+        check_salvage("{\"x\": \"_msg_id\", \"_msg_id\": \"m2\", \"_reply_q\": \"q2\"}", "m2",
+                      "q2");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_decode_capture_call),
@@ -536,6 +570,7 @@ int main(void) {
                 cmocka_unit_test(test_failure_reply),
                 cmocka_unit_test(test_decode_capture_replies),
                 cmocka_unit_test(test_decode_reply_edge_cases),
+                cmocka_unit_test(test_salvage_route),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
