@@ -12,6 +12,7 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -142,11 +143,22 @@ static int open_socket(struct nst_amqp *a, const struct nst_amqp_params *p,
                                              "cannot create a TLS socket");
                 amqp_ssl_socket_set_verify_peer(sock, p->tls_opts.verify_peer);
                 amqp_ssl_socket_set_verify_hostname(sock, p->tls_opts.verify_hostname);
-                if (p->tls_opts.ca_file &&
-                    amqp_ssl_socket_set_cacert(sock, p->tls_opts.ca_file) != AMQP_STATUS_OK)
-                        return nst_error_set(err, -EINVAL, "ConfigError",
-                                             "[ssl] ca_file %s cannot be loaded",
-                                             p->tls_opts.ca_file);
+                if (p->tls_opts.ca_file) {
+                        if (amqp_ssl_socket_set_cacert(sock, p->tls_opts.ca_file) !=
+                            AMQP_STATUS_OK)
+                                return nst_error_set(err, -EINVAL, "ConfigError",
+                                                     "[ssl] ca_file %s cannot be loaded",
+                                                     p->tls_opts.ca_file);
+                } else {
+                        /* librabbitmq 0.11 trusts nothing by default: without
+                         * a ca_file, use the system's CA store like any TLS
+                         * client would. */
+                        SSL_CTX *ctx = amqp_ssl_socket_get_context(sock);
+                        if (!ctx || SSL_CTX_set_default_verify_paths(ctx) != 1)
+                                return nst_error_set(err, -EINVAL, "ConfigError",
+                                                     "cannot load the system CA store; set "
+                                                     "[ssl] ca_file");
+                }
                 if (p->tls_opts.cert_file && p->tls_opts.key_file &&
                     amqp_ssl_socket_set_key(sock, p->tls_opts.cert_file, p->tls_opts.key_file) !=
                             AMQP_STATUS_OK)
@@ -164,10 +176,17 @@ static int open_socket(struct nst_amqp *a, const struct nst_amqp_params *p,
                              .tv_usec = (p->connect_timeout_ms % 1000) * 1000};
         int status = amqp_socket_open_noblock(sock, p->host->host, p->host->port, &tv);
         if (status != AMQP_STATUS_OK) {
+                const char *hint = "";
+                if (status == AMQP_STATUS_SSL_PEER_VERIFY_FAILED)
+                        hint = " (is the broker's certificate signed by a CA in [ssl] ca_file?)";
+                else if (status == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED)
+                        hint = " (the certificate does not name this host; librabbitmq matches "
+                               "DNS names only; see [ssl] verify_hostname)";
                 a->broken = true;
                 return nst_error_set(err, status == AMQP_STATUS_TIMEOUT ? -ETIMEDOUT : -ECONNREFUSED,
-                                     "ConnectionError", "cannot connect to %s:%d: %s",
-                                     p->host->host, p->host->port, amqp_error_string2(status));
+                                     "ConnectionError", "cannot connect to %s:%d: %s%s",
+                                     p->host->host, p->host->port, amqp_error_string2(status),
+                                     hint);
         }
         return 0;
 }

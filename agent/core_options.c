@@ -137,6 +137,11 @@ int nst_transport_settings_load(const struct nst_config *cfg, struct nst_transpo
                 .verify_peer = true,
                 .verify_hostname = nst_config_get_bool(cfg, "ssl", "verify_hostname"),
         };
+        if (!t.tls.cert_file != !t.tls.key_file) {
+                nst_transport_url_done(&t.url);
+                return nst_error_set(err, -EINVAL, "ConfigError",
+                                     "[ssl] cert_file and key_file must be set together");
+        }
         *ret = t;
         return 0;
 }

@@ -646,7 +646,9 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
                 c->deadline_ms = now + ev->expiration_ms;
         if (c->req.msg_id) {
                 STAT_INC(s, calls);
-                if (c->req.timeout > 0)
+                /* Heartbeats only for calls a worker runs: one answered on
+                 * this thread is done before a heartbeat could be due. */
+                if (c->req.timeout > 0 && !c->entry->io_thread)
                         monitor_add(s, c, now);
         } else {
                 STAT_INC(s, casts);
