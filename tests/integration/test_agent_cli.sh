@@ -41,9 +41,9 @@ grep -q "nestor.conf:8: \[DEFAULT\] rpc_workers: invalid value 'lots': expected 
         fail "bad value message: $(cat "$work/err")"
 
 # 1b. A client certificate without its key is refused, not silently ignored.
-printf '[ssl]\ncert_file = /etc/hostname\n' >>"$work/nestor.conf"
+printf '[ssl]\ncert_file = /etc/hostname\n' >"$work/ssl.conf"
 set +e
-"$build/nestorctl" --config-file "$work/nestor.conf" call ping 2>"$work/err"; rc=$?
+"$build/nestorctl" --config-file "$work/ssl.conf" call ping 2>"$work/err"; rc=$?
 set -e
 [ $rc = 2 ] || fail "cert_file without key_file: exit status $rc"
 grep -q "cert_file and key_file must be set together" "$work/err" || fail "ssl message: $(cat "$work/err")"
