@@ -397,6 +397,8 @@ static bool route_char(char c) {
 /* The string value following the first `key` in body: `key"\s*:\s*"value"`
  * where each quote may be escaped once (the double-encoded inner message). */
 static char *salvage_value(const char *body, size_t len, const char *key) {
+        if (!body || len == 0)
+                return NULL; /* an empty AMQP body arrives as a NULL pointer */
         size_t klen = strlen(key);
         const char *end = body + len, *p = body;
 

@@ -545,6 +545,9 @@ static void test_salvage_route(void **state) {
         /* Bare form, broken JSON after the keys. */
         check_salvage("{\"_reply_q\":\"reply_x.y-z\", \"_msg_id\" : \"m1\", \"args\": [",
                       "m1", "reply_x.y-z");
+        /* An empty body (librabbitmq hands over a NULL pointer). */
+        char *m = NULL, *q = NULL;
+        assert_int_equal(nst_rpc_salvage_route(NULL, 0, &m, &q), -ENOENT);
         /* Missing one of the two, or values that are not identifiers. */
         check_salvage("{\"_msg_id\": \"m1\"}", NULL, NULL);
         check_salvage("{\"_msg_id\": \"m1\", \"_reply_q\": \"a b\"}", NULL, NULL);
