@@ -580,8 +580,11 @@ static void reply_error(struct nst_rpc_server *s, const char *msg_id, const char
                 publish_item(s, it, now);
 }
 
-static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_event *ev,
-                            int64_t now) {
+/* Decodes and checks one delivery. Bad messages are answered (when they
+ * say where) and dropped; a good one comes back as a call to dispatch once
+ * its delivery is acknowledged. */
+static struct nst_call *accept_delivery(struct nst_rpc_server *s,
+                                        const struct nst_amqp_event *ev, int64_t now) {
         struct nst_error err = NST_ERROR_INIT;
         _cleanup_json_ json_object *inner = NULL;
         _cleanup_free_ char *msg_id = NULL, *reply_q = NULL;
@@ -599,12 +602,12 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
                             ev->routing_key, err.message,
                             routed ? " (answered with an error)" : " (no reply queue known)");
                 reply_error(s, msg_id, reply_q, &err, now);
-                return;
+                return NULL;
         }
         c = calloc(1, sizeof(*c));
         if (!c) {
                 log_error("out of memory receiving a message on %s", ev->routing_key);
-                return;
+                return NULL;
         }
         c->server = s;
         r = nst_rpc_request_decode(inner, &c->req, &msg_id, &reply_q, &err);
@@ -622,16 +625,10 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
                             rq ? " (answered with an error)" : "");
                 reply_error(s, mid, rq, &err, now);
                 free_call(c);
-                return;
+                return NULL;
         }
 
         nst_log_set_request_id(c->req.request_id);
-        if (c->req.unique_id && nst_dedup_seen(&s->dedup, c->req.unique_id)) {
-                STAT_INC(s, duplicates);
-                log_info("dropped duplicate message %s (method %s)", c->req.unique_id,
-                         c->req.method);
-                goto drop;
-        }
         r = nst_dispatcher_find(s->host->dispatcher, c->req.namespace_, c->req.method,
                                 c->req.version, &c->entry, &err);
         if (r < 0) {
@@ -644,6 +641,31 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
         c->id = ++s->next_call_id;
         if (ev->expiration_ms >= 0)
                 c->deadline_ms = now + ev->expiration_ms;
+        nst_log_set_request_id(NULL);
+        return c;
+drop:
+        nst_log_set_request_id(NULL);
+        free_call(c);
+        return NULL;
+}
+
+/* Runs an accepted call: on this thread for the agent's own non-blocking
+ * methods (two thread handoffs saved per call), else on a worker. */
+static void dispatch_call(struct nst_rpc_server *s, struct nst_call *c, int64_t now) {
+        struct nst_error err = NST_ERROR_INIT;
+
+        /* Checked only now, after the ack: a request dropped because its ack
+         * failed must not be remembered, or its redelivery would be lost. */
+        if (c->req.unique_id && nst_dedup_seen(&s->dedup, c->req.unique_id)) {
+                STAT_INC(s, duplicates);
+                nst_log_set_request_id(c->req.request_id);
+                log_info("dropped duplicate message %s (method %s)", c->req.unique_id,
+                         c->req.method);
+                nst_log_set_request_id(NULL);
+                free_call(c);
+                return;
+        }
+
         if (c->req.msg_id) {
                 STAT_INC(s, calls);
                 /* Heartbeats only for calls a worker runs: one answered on
@@ -653,12 +675,11 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
         } else {
                 STAT_INC(s, casts);
         }
+        nst_log_set_request_id(c->req.request_id);
         log_debug("%s %s version %s", c->req.msg_id ? "call" : "cast", c->req.method,
                   c->req.version ? c->req.version : "1.0");
         nst_log_set_request_id(NULL);
         if (c->entry->io_thread) {
-                /* The agent's own non-blocking methods: answering them here
-                 * saves two thread handoffs per call. */
                 struct nst_outbox_item *reply = execute_call(c);
                 if (reply && reply->kind == NST_OUT_PUBLISH)
                         publish_item(s, reply, now);
@@ -672,10 +693,6 @@ static void handle_delivery(struct nst_rpc_server *s, const struct nst_amqp_even
                 reply_error(s, c->req.msg_id, c->req.reply_q, &err, now);
                 free_call(c);
         }
-        return;
-drop:
-        nst_log_set_request_id(NULL);
-        free_call(c);
 }
 
 /* Reads what the socket has, up to a bound so publishing is not starved.
@@ -683,19 +700,25 @@ drop:
  * frame would cost a failed recv() and a poll() per wake-up, and the loop's
  * own poll() reports the next data anyway. */
 static void pump_session(struct nst_rpc_server *s, int64_t now) {
+        struct nst_call *batch[MAX_EVENTS_PER_TURN];
+        size_t n_batch = 0;
+
         for (int i = 0; s->session && i < MAX_EVENTS_PER_TURN; i++) {
                 struct nst_amqp_event ev;
                 struct nst_error err = NST_ERROR_INIT;
                 if (nst_amqp_next_event(s->session, 0, &ev, &err) < 0) {
                         session_teardown(s, now, err.message);
-                        return;
+                        break;
                 }
                 switch (ev.type) {
                 case NST_AMQP_EV_NONE:
                         goto done;
-                case NST_AMQP_EV_DELIVERY:
-                        handle_delivery(s, &ev, now);
+                case NST_AMQP_EV_DELIVERY: {
+                        struct nst_call *c = accept_delivery(s, &ev, now);
+                        if (c)
+                                batch[n_batch++] = c;
                         break;
+                }
                 case NST_AMQP_EV_ACK:
                 case NST_AMQP_EV_NACK:
                         confirm(s, ev.seq, ev.multiple, ev.type == NST_AMQP_EV_ACK, now);
@@ -707,20 +730,27 @@ static void pump_session(struct nst_rpc_server *s, int64_t now) {
                         break;
                 case NST_AMQP_EV_CANCELLED:
                         session_teardown(s, now, "the broker cancelled a consumer");
-                        return;
+                        break;
                 }
-                if (s->session && !nst_amqp_has_buffered(s->session))
+                if (!s->session || !nst_amqp_has_buffered(s->session))
                         break;
         }
 done:
-        /* One ack for the whole batch, before any of it runs (oslo's
-         * at-most-once): what was read is never redelivered. */
+        /* Acknowledged before any of them runs, as oslo acks on arrival
+         * (at-most-once). If the ack cannot be sent, none runs: the broker
+         * still has them and redelivers them after the reconnect. */
         if (s->session && s->last_delivery > s->acked_delivery) {
                 struct nst_error err = NST_ERROR_INIT;
                 if (nst_amqp_ack(s->session, s->last_delivery, true, &err) < 0)
                         session_teardown(s, now, err.message);
                 else
                         s->acked_delivery = s->last_delivery;
+        }
+        for (size_t i = 0; i < n_batch; i++) {
+                if (s->session)
+                        dispatch_call(s, batch[i], now);
+                else
+                        free_call(batch[i]);
         }
 }
 

@@ -21,7 +21,11 @@ transport_url = rabbit://guest:guest@localhost:5672/
 host = demo-node
 state_path = $work/state
 plugin_dir = $PWD/build/plugins
-enabled_plugins =
+enabled_plugins = libvirt
+
+[libvirt]
+# The in-process test driver: no libvirtd needed. qemu:///system on a real node.
+uri = test:///default
 CONF
 
 build/nestor-agent --config-file "$work/nestor.conf" 2>"$work/agent.log" &
@@ -46,11 +50,17 @@ for _ in $(seq 1 50); do
 done
 
 ctl --host demo-node call ping
-ctl --host demo-node call get_service_info
-ctl --host demo-node --json call ping
+ctl --host demo-node --json call get_service_info
+ctl --host demo-node call get_host_capabilities
+ctl --host demo-node call spawn --args '{"spec": {"name": "demo-vm", "vcpus": 2, "memory_mb": 512,
+        "disks": [{"size_gb": 1}], "nics": [{"network": "default"}]}}'
+ctl --host demo-node call list_instances
+ctl --host demo-node call power_off --args '{"instance": "demo-vm", "timeout": 1}'
+ctl --host demo-node call get_info --args '{"instance": "demo-vm"}'
+ctl --host demo-node call destroy --args '{"instance": "demo-vm"}'
+ctl --host demo-node call spawn --args '{"spec": {"name": "bad", "vcpus": 0, "memory_mb": 512}}'
 ctl --host demo-node call no_such_method
 ctl --host demo-node --rpc-version 2.0 call ping
-ctl --host demo-node cast ping
 
 if [ "$once" = 0 ]; then
         echo "nestor-agent is running (pid $agent, config $work/nestor.conf); Ctrl-C stops it."
