@@ -50,7 +50,7 @@ for _ in $(seq 1 50); do
 done
 
 ctl --host demo-node call ping
-ctl --host demo-node --json call get_service_info
+ctl --host demo-node --json call ping
 ctl --host demo-node call get_host_capabilities
 ctl --host demo-node call spawn --args '{"spec": {"name": "demo-vm", "vcpus": 2, "memory_mb": 512,
         "disks": [{"size_gb": 1}], "nics": [{"network": "default"}]}}'

@@ -187,6 +187,8 @@ static int load_args(const char *spec, json_object **ret, struct nst_error *err)
 static void print_text(json_object *v, int indent) {
         switch (json_object_get_type(v)) {
         case json_type_object: {
+                if (json_object_object_length(v) == 0)
+                        printf("%*s(empty)\n", indent, "");
                 json_object_object_foreach(v, key, val) {
                         bool nested = json_object_is_type(val, json_type_object) ||
                                       json_object_is_type(val, json_type_array);
@@ -199,6 +201,8 @@ static void print_text(json_object *v, int indent) {
                 break;
         }
         case json_type_array:
+                if (json_object_array_length(v) == 0)
+                        printf("%*s(empty)\n", indent, "");
                 for (size_t i = 0; i < json_object_array_length(v); i++) {
                         json_object *item = json_object_array_get_idx(v, i);
                         if (json_object_is_type(item, json_type_object)) {
