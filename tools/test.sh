@@ -17,7 +17,11 @@ if ! tools/broker.sh status; then
         tools/broker.sh start
         started_broker=1
 fi
-cleanup() { [ "$started_broker" = 1 ] && tools/broker.sh stop; }
+cleanup() {
+        if [ "$started_broker" = 1 ]; then
+                tools/broker.sh stop
+        fi
+}
 trap cleanup EXIT
 
 jobs=$(nproc)
