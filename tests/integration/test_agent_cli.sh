@@ -8,7 +8,9 @@ build=$1
 work=$(mktemp -d /tmp/nestor-cli.XXXXXX)
 agent_pid=
 cleanup() {
-        [ -n "$agent_pid" ] && kill -KILL "$agent_pid" 2>/dev/null || true
+        if [ -n "$agent_pid" ]; then
+                kill -KILL "$agent_pid" 2>/dev/null || true
+        fi
         rm -rf "$work"
 }
 trap cleanup EXIT
