@@ -80,6 +80,30 @@ int nst_core_options_register(struct nst_config *cfg, struct nst_error *err) {
         return r;
 }
 
+const char *nst_core_default_config_file(void) {
+        return NESTOR_SYSCONFDIR "/nestor/nestor.conf";
+}
+
+int nst_core_config_load(const char *const *files, size_t n_files, struct nst_config **ret,
+                         struct nst_error *err) {
+        _cleanup_(nst_config_freep) struct nst_config *cfg = NULL;
+        int r = nst_config_new(&cfg);
+        if (r < 0)
+                return nst_error_set(err, r, "MemoryError", "out of memory");
+        for (size_t i = 0; i < n_files; i++) {
+                r = nst_config_load_file(cfg, files[i], err);
+                if (r < 0)
+                        return r;
+        }
+        r = nst_core_options_register(cfg, err);
+        if (r >= 0)
+                r = nst_config_resolve(cfg, err);
+        if (r < 0)
+                return r;
+        *ret = nst_steal(&cfg);
+        return 0;
+}
+
 /* oslo lets transport_url's query override [oslo_messaging_rabbit] options. */
 static int query_bool(const struct nst_transport_url *url, const char *key, bool *value,
                       struct nst_error *err) {

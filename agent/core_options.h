@@ -13,6 +13,14 @@
 
 int nst_core_options_register(struct nst_config *cfg, struct nst_error *err);
 
+/* The config file used when none is given (when it exists). */
+const char *nst_core_default_config_file(void);
+
+/* Reads the files in order (later ones win), registers the core options and
+ * resolves them. Plugins may register and resolve more afterwards. */
+int nst_core_config_load(const char *const *files, size_t n_files, struct nst_config **ret,
+                         struct nst_error *err);
+
 struct nst_transport_settings {
         struct nst_transport_url url;
         struct nst_tls_opts tls;

@@ -22,7 +22,6 @@
 #include "agent/worker_pool.h"
 #include "build_config.h"
 
-#define DEFAULT_CONFIG_FILE NESTOR_SYSCONFDIR "/nestor/nestor.conf"
 #define MAX_CONFIG_FILES 16
 
 struct args {
@@ -42,7 +41,7 @@ static void usage(FILE *out) {
                 "  --write-sample-config  print every option with its default and exit\n"
                 "  --version              print the version and exit\n"
                 "  --help                 this text\n",
-                NST_RPC_TOPIC, DEFAULT_CONFIG_FILE);
+                NST_RPC_TOPIC, nst_core_default_config_file());
 }
 
 static int parse_args(int argc, char **argv, struct args *a) {
@@ -83,29 +82,13 @@ static int parse_args(int argc, char **argv, struct args *a) {
                 return -EINVAL;
         }
         if (a->n_config_files == 0 && !a->write_sample &&
-            access(DEFAULT_CONFIG_FILE, R_OK) == 0)
-                a->config_files[a->n_config_files++] = DEFAULT_CONFIG_FILE;
+            access(nst_core_default_config_file(), R_OK) == 0)
+                a->config_files[a->n_config_files++] = nst_core_default_config_file();
         return 0;
 }
 
-/* Loads the files and the core options. Plugins register theirs later. */
 static int load_config(const struct args *a, struct nst_config **ret, struct nst_error *err) {
-        _cleanup_(nst_config_freep) struct nst_config *cfg = NULL;
-        int r = nst_config_new(&cfg);
-        if (r < 0)
-                return nst_error_set(err, r, "MemoryError", "out of memory");
-        for (size_t i = 0; i < a->n_config_files; i++) {
-                r = nst_config_load_file(cfg, a->config_files[i], err);
-                if (r < 0)
-                        return r;
-        }
-        r = nst_core_options_register(cfg, err);
-        if (r >= 0)
-                r = nst_config_resolve(cfg, err);
-        if (r < 0)
-                return r;
-        *ret = nst_steal(&cfg);
-        return 0;
+        return nst_core_config_load(a->config_files, a->n_config_files, ret, err);
 }
 
 static enum nst_log_level level_of(const struct nst_config *cfg) {

@@ -16,12 +16,10 @@
 #include "agent/core_options.h"
 #include "agent/log.h"
 #include "agent/rpc_client.h"
-#include "build_config.h"
 #include "messages/json_util.h"
 
 enum { EXIT_REMOTE = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
-#define DEFAULT_CONFIG_FILE NESTOR_SYSCONFDIR "/nestor/nestor.conf"
 #define MAX_ARGS_BYTES (16 * 1024 * 1024)
 
 struct options {
@@ -50,7 +48,7 @@ static void usage(FILE *out) {
                 "  --json               print the result as JSON\n"
                 "\n"
                 "Exit status: 0 ok, 1 remote error, 2 usage or config error, 3 unreachable.\n",
-                DEFAULT_CONFIG_FILE);
+                nst_core_default_config_file());
 }
 
 static int parse_options(int argc, char **argv, struct options *o) {
@@ -124,8 +122,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 fprintf(stderr, "nestorctl: --fanout is only for cast (oslo refuses fanout calls)\n");
                 return -EINVAL;
         }
-        if (o->n_config_files == 0 && access(DEFAULT_CONFIG_FILE, R_OK) == 0)
-                o->config_files[o->n_config_files++] = DEFAULT_CONFIG_FILE;
+        if (o->n_config_files == 0 && access(nst_core_default_config_file(), R_OK) == 0)
+                o->config_files[o->n_config_files++] = nst_core_default_config_file();
         return 0;
 }
 
@@ -253,12 +251,7 @@ int main(int argc, char **argv) {
         if (parse_options(argc, argv, &o) < 0)
                 return EXIT_USAGE;
 
-        if (nst_config_new(&cfg) < 0)
-                return EXIT_USAGE;
-        for (size_t i = 0; i < o.n_config_files; i++)
-                if (nst_config_load_file(cfg, o.config_files[i], &err) < 0)
-                        goto usage_error;
-        if (nst_core_options_register(cfg, &err) < 0 || nst_config_resolve(cfg, &err) < 0 ||
+        if (nst_core_config_load(o.config_files, o.n_config_files, &cfg, &err) < 0 ||
             load_args(o.args, &args, &err) < 0)
                 goto usage_error;
         if (o.timeout <= 0)
