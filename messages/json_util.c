@@ -258,3 +258,7 @@ bool nst_utf8_valid(const char *buf, size_t len) {
         }
         return true;
 }
+
+json_object *nst_json_string_or_null(const char *s) {
+        return s && s[0] ? json_object_new_string(s) : NULL;
+}

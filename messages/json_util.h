@@ -46,6 +46,10 @@ int nst_json_parse(const char *buf, size_t len, json_object **ret, struct nst_er
  * returned string is owned by obj (valid until obj is modified or freed). */
 const char *nst_json_to_string(json_object *obj, size_t *ret_len);
 
+/* A new JSON string, or NULL (JSON null) when s is NULL or empty: for
+ * optional facts kept as C strings where "" means unknown. */
+json_object *nst_json_string_or_null(const char *s);
+
 /* True when buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
 bool nst_utf8_valid(const char *buf, size_t len);
 

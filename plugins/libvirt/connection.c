@@ -22,6 +22,7 @@
 #include "agent/clock.h"
 #include "agent/log.h"
 #include "agent/reconnect.h"
+#include "messages/json_util.h"
 #include "plugins/libvirt/lv_util.h"
 
 /* Event-loop turns granted after the last connection is closed, so that
@@ -189,6 +190,19 @@ static void attempt(struct nst_lv_conn *c) {
         log_info("%s libvirt at %s", again ? "reconnected to" : "connected to", c->uri);
 }
 
+/* Connects when the backoff allows and no connection is up, then arms the
+ * timer for the next step. Called from the event thread and once at start. */
+static void connect_if_due(struct nst_lv_conn *c, int64_t now) {
+        pthread_mutex_lock(&c->lock);
+        bool connect = !c->conn && nst_reconnect_run(&c->rc, now) == NST_RECONNECT_CONNECT;
+        pthread_mutex_unlock(&c->lock);
+        if (connect)
+                attempt(c);
+        pthread_mutex_lock(&c->lock);
+        schedule_locked(c, nst_now_ms());
+        pthread_mutex_unlock(&c->lock);
+}
+
 static void tick(int timer, void *opaque) {
         struct nst_lv_conn *c = opaque;
         int64_t now = nst_now_ms();
@@ -217,14 +231,7 @@ static void tick(int timer, void *opaque) {
                 }
                 return;
         }
-        pthread_mutex_lock(&c->lock);
-        bool connect = !c->conn && nst_reconnect_run(&c->rc, now) == NST_RECONNECT_CONNECT;
-        pthread_mutex_unlock(&c->lock);
-        if (connect)
-                attempt(c);
-        pthread_mutex_lock(&c->lock);
-        schedule_locked(c, nst_now_ms());
-        pthread_mutex_unlock(&c->lock);
+        connect_if_due(c, now);
 }
 
 static void *event_main(void *opaque) {
@@ -276,14 +283,7 @@ int nst_lv_conn_start(const struct nst_lv_conn_opts *opts, const struct nst_lv_c
                 return -ENOTSUP;
         }
         /* The first attempt before serving, so the tables are rebuilt at start. */
-        pthread_mutex_lock(&c->lock);
-        bool connect = nst_reconnect_run(&c->rc, now) == NST_RECONNECT_CONNECT;
-        pthread_mutex_unlock(&c->lock);
-        if (connect)
-                attempt(c);
-        pthread_mutex_lock(&c->lock);
-        schedule_locked(c, nst_now_ms());
-        pthread_mutex_unlock(&c->lock);
+        connect_if_due(c, now);
 
         int r = -pthread_create(&c->thread, NULL, event_main, c);
         if (r < 0) {
@@ -406,7 +406,7 @@ json_object *nst_lv_conn_status(struct nst_lv_conn *c) {
         json_object_object_add(o, "failed_attempts",
                                json_object_new_int64((int64_t)c->failed_attempts));
         json_object_object_add(o, "last_error",
-                               c->last_error[0] ? json_object_new_string(c->last_error) : NULL);
+                               nst_json_string_or_null(c->last_error));
         pthread_mutex_unlock(&c->lock);
         return o;
 }

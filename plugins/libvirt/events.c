@@ -18,6 +18,7 @@
 #include "agent/log.h"
 #include "messages/notification.h"
 #include "plugins/libvirt/lv_plugin.h"
+#include "messages/json_util.h"
 #include "plugins/libvirt/lv_util.h"
 
 /* ---- tables rebuilt on connect ---- */
@@ -112,10 +113,6 @@ void nst_lv_on_connected(void *userdata, virConnectPtr conn) {
 
 /* ---- notifications ---- */
 
-static json_object *str_or_null(const char *s) {
-        return s && s[0] ? json_object_new_string(s) : NULL;
-}
-
 static void iso_now(char buf[32]) {
         time_t now = time(NULL);
         struct tm tm;
@@ -164,12 +161,12 @@ static json_object *instance_payload(struct lv_plugin *p, const char *event_type
         iso_now(now);
         json_object *d = json_object_new_object();
         json_object_object_add(d, "uuid", json_object_new_string(k->uuid));
-        json_object_object_add(d, "user_id", str_or_null(k->user_id));
-        json_object_object_add(d, "tenant_id", str_or_null(k->project_id));
+        json_object_object_add(d, "user_id", nst_json_string_or_null(k->user_id));
+        json_object_object_add(d, "tenant_id", nst_json_string_or_null(k->project_id));
         json_object_object_add(d, "reservation_id", NULL);
-        json_object_object_add(d, "display_name", str_or_null(k->name));
+        json_object_object_add(d, "display_name", nst_json_string_or_null(k->name));
         json_object_object_add(d, "display_description", NULL);
-        json_object_object_add(d, "host_name", str_or_null(k->name));
+        json_object_object_add(d, "host_name", nst_json_string_or_null(k->name));
         json_object_object_add(d, "host", json_object_new_string(host));
         json_object_object_add(d, "node", json_object_new_string(host));
         json_object_object_add(d, "os_type", NULL);
@@ -180,14 +177,14 @@ static json_object *instance_payload(struct lv_plugin *p, const char *event_type
         json_object_object_add(d, "key_name", NULL);
         json_object_object_add(d, "kernel_id", NULL);
         json_object_object_add(d, "ramdisk_id", NULL);
-        json_object_object_add(d, "created_at", str_or_null(k->created_at));
+        json_object_object_add(d, "created_at", nst_json_string_or_null(k->created_at));
         json_object_object_add(d, "launched_at", NULL);
         json_object_object_add(d, "terminated_at", deleted ? json_object_new_string(now) : NULL);
         json_object_object_add(d, "deleted_at", deleted ? json_object_new_string(now) : NULL);
         json_object_object_add(d, "updated_at", json_object_new_string(now));
-        json_object_object_add(d, "state", str_or_null(vm_state));
-        json_object_object_add(d, "power_state", str_or_null(power_state));
-        json_object_object_add(d, "task_state", str_or_null(task_state));
+        json_object_object_add(d, "state", nst_json_string_or_null(vm_state));
+        json_object_object_add(d, "power_state", nst_json_string_or_null(power_state));
+        json_object_object_add(d, "task_state", nst_json_string_or_null(task_state));
         json_object_object_add(d, "progress", NULL);
         json_object_object_add(d, "ip_addresses", json_object_new_array());
         json_object_object_add(d, "block_devices", NULL);
@@ -200,11 +197,11 @@ static json_object *instance_payload(struct lv_plugin *p, const char *event_type
         json_object_object_add(d, "locked_reason", NULL);
         json_object_object_add(d, "auto_disk_config", json_object_new_string("MANUAL"));
         json_object_object_add(d, "request_id",
-                               str_or_null(nst_lv_ctx_string(ctx, "request_id", NULL)));
+                               nst_json_string_or_null(nst_lv_ctx_string(ctx, "request_id", NULL)));
         json_object_object_add(d, "action_initiator_user",
-                               str_or_null(nst_lv_ctx_string(ctx, "user_id", "user")));
+                               nst_json_string_or_null(nst_lv_ctx_string(ctx, "user_id", "user")));
         json_object_object_add(d, "action_initiator_project",
-                               str_or_null(nst_lv_ctx_string(ctx, "project_id", "tenant")));
+                               nst_json_string_or_null(nst_lv_ctx_string(ctx, "project_id", "tenant")));
         const char *fn = strncmp(event_type, "instance.", 9) == 0 ? event_type + 9 : event_type;
         char function[32];
         snprintf(function, sizeof(function), "%.*s", (int)strcspn(fn, "."), fn);
@@ -213,7 +210,7 @@ static json_object *instance_payload(struct lv_plugin *p, const char *event_type
                 json_object_object_add(d, "keypairs", json_object_new_array());
                 json_object_object_add(d, "tags", json_object_new_array());
                 json_object_object_add(d, "trusted_image_certificates", NULL);
-                json_object_object_add(d, "instance_name", str_or_null(k->name));
+                json_object_object_add(d, "instance_name", nst_json_string_or_null(k->name));
                 return nst_versioned_object("InstanceCreatePayload", "nova", "1.12", d);
         }
         return nst_versioned_object("InstanceActionPayload", "nova", "1.8", d);

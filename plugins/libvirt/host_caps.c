@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "plugins/libvirt/guest_spec.h"
+#include "messages/json_util.h"
 #include "plugins/libvirt/lv_util.h"
 
 #define MSR_IA32_ARCH_CAPABILITIES 0x10a
@@ -520,7 +521,7 @@ json_object *nst_host_caps_to_json(const struct nst_host_caps *c) {
         json_object_object_add(o, "virt_type_configured",
                                json_object_new_boolean(c->virt_type_configured));
         json_object_object_add(o, "driver",
-                               c->driver[0] ? json_object_new_string(c->driver) : NULL);
+                               nst_json_string_or_null(c->driver));
         json_object_object_add(o, "libvirt_version", version_json(c->libvirt_version));
         json_object_object_add(o, "hypervisor_version", version_json(c->hypervisor_version));
         json_object_object_add(o, "cpu_vendor",
@@ -535,7 +536,7 @@ json_object *nst_host_caps_to_json(const struct nst_host_caps *c) {
         json_object_object_add(o, "cpu_flags", flags);
         json_object_object_add(o, "kvm_device", json_object_new_boolean(c->kvm_device));
         json_object_object_add(o, "kvm_module",
-                               c->kvm_module[0] ? json_object_new_string(c->kvm_module) : NULL);
+                               nst_json_string_or_null(c->kvm_module));
         json_object_object_add(o, "nested_param", tri(c->nested_param));
 
         json_object *n = json_object_new_object();
@@ -547,8 +548,7 @@ json_object *nst_host_caps_to_json(const struct nst_host_caps *c) {
         json_object_object_add(n, "cpu_compare", tri(c->compare_nested));
         json_object_object_add(n, "emulated_cpu_compare", tri(c->compare_emulated));
         json_object_object_add(n, "emulated_feature",
-                               c->emulated_feature[0] ? json_object_new_string(c->emulated_feature)
-                                                      : NULL);
+                               nst_json_string_or_null(c->emulated_feature));
         json_object_object_add(o, "nesting", n);
 
         json_object *modes = json_object_new_object();
@@ -558,7 +558,7 @@ json_object *nst_host_caps_to_json(const struct nst_host_caps *c) {
         json_object_object_add(modes, "custom", tri(c->mode_custom));
         json_object_object_add(o, "cpu_modes", modes);
         json_object_object_add(o, "host_model",
-                               c->host_model[0] ? json_object_new_string(c->host_model) : NULL);
+                               nst_json_string_or_null(c->host_model));
         json_object_object_add(o, "domain_capabilities", json_object_new_boolean(c->domcaps_known));
         json_object_object_add(o, "machines", strv_json(&c->machines));
         json_object *fw = json_object_new_object();
