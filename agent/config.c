@@ -45,6 +45,7 @@ struct opt_state {
         char *s;     /* STRING, ENUM; NULL when unset */
         char **list; /* LIST, MULTI; NULL-terminated */
         size_t n;
+        char **origins; /* MULTI: "file:line" of each list entry */
 };
 
 struct item {
@@ -288,6 +289,7 @@ struct nst_config *nst_config_free(struct nst_config *cfg) {
         for (size_t i = 0; i < cfg->n_opts; i++) {
                 free(cfg->opts[i]->s);
                 free_list(cfg->opts[i]->list);
+                free_list(cfg->opts[i]->origins);
                 free(cfg->opts[i]);
         }
         free(cfg->opts);
@@ -847,6 +849,8 @@ static void reset(struct opt_state *st) {
         st->s = NULL;
         free_list(st->list);
         st->list = NULL;
+        free_list(st->origins);
+        st->origins = NULL;
         st->n = 0;
         st->i = 0;
         st->f = 0;
@@ -887,12 +891,19 @@ static int resolve_one(struct nst_config *cfg, struct opt_state *st, struct nst_
                 if (r == -EINVAL)
                         r = invalid(cfg, st, &it->values[last], err);
         } else {
+                size_t n_origins = 0, cap_origins = 0;
                 for (size_t i = 0; i < it->n_values && r >= 0; i++) {
                         if (it->values[i].cli != cli)
                                 continue;
                         r = convert(st, it->values[i].text, &cap);
                         if (r == -EINVAL)
                                 r = invalid(cfg, st, &it->values[i], err);
+                        if (r >= 0 && o->type == NST_OPT_MULTI) {
+                                char loc[256];
+                                format_location(&it->values[i], loc, sizeof(loc));
+                                r = list_push(&st->origins, &n_origins, &cap_origins,
+                                              (struct span){loc, strlen(loc)});
+                        }
                 }
         }
         /* Getters hand out a NULL-terminated array even when empty. */
@@ -1008,6 +1019,13 @@ const char *const *nst_config_get_list(const struct nst_config *cfg, const char 
         if (ret_n)
                 *ret_n = st->n;
         return (const char *const *)st->list;
+}
+
+const char *const *nst_config_get_origins(const struct nst_config *cfg, const char *section,
+                                          const char *name) {
+        static const char *const none[] = {NULL};
+        const struct opt_state *st = lookup(cfg, section, name, NST_OPT_MULTI, NST_OPT_MULTI);
+        return st->origins ? (const char *const *)st->origins : none;
 }
 
 /* ---- Sample file ---- */

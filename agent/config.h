@@ -84,6 +84,12 @@ bool nst_config_get_bool(const struct nst_config *cfg, const char *section, cons
 const char *const *nst_config_get_list(const struct nst_config *cfg, const char *section,
                                        const char *name, size_t *ret_n);
 
+/* MULTI: where each value of nst_config_get_list() came from ("file:line",
+ * "(command line)"), same order, NULL-terminated; for messages about one
+ * value that only the option's user can check (e.g. JSON content). */
+const char *const *nst_config_get_origins(const struct nst_config *cfg, const char *section,
+                                          const char *name);
+
 /* Overrides a value as if it came last in the files (command-line style);
  * as in oslo, for MULTI the set values replace the files' values (several
  * calls accumulate). Must be called before the option is resolved (-EBUSY). */

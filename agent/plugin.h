@@ -59,7 +59,8 @@ struct nst_plugin_info {
         void (*stop)(void *priv);                           /* optional; frees priv */
 };
 
-/* Registration (only from init). namespace_ NULL is the default namespace. */
+/* Registration, from init (periodic tasks may also be added from start, when
+ * their interval is an option). namespace_ NULL is the default namespace. */
 int nst_host_register_method(struct nst_host *h, const char *namespace_,
                              const struct nst_method *m, struct nst_error *err);
 int nst_host_register_options(struct nst_host *h, const char *section,

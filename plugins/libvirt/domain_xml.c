@@ -537,21 +537,71 @@ static void render_nics(struct nst_xw *w, const struct nst_guest_spec *s,
         }
 }
 
+static void render_numatune(struct nst_xw *w, const struct nst_guest_spec *s) {
+        if (s->n_numa_nodes == 0)
+                return;
+        char nodeset[NST_SPEC_MAX_NUMA_NODES * 4];
+        size_t len = 0;
+        for (size_t i = 0; i < s->n_numa_nodes; i++)
+                len += (size_t)snprintf(nodeset + len, sizeof(nodeset) - len, "%s%d",
+                                        i ? "," : "", s->numa_nodes[i]);
+        nst_xw_start(w, "numatune");
+        nst_xw_start(w, "memory");
+        nst_xw_attr(w, "mode", "strict");
+        nst_xw_attr(w, "nodeset", nodeset);
+        nst_xw_end(w);
+        nst_xw_end(w);
+}
+
+/* "dddd:bb:ss.f" into its four fields; false when malformed or out of range. */
+static bool split_pci_address(const char *s, unsigned out[4]) {
+        char tail;
+        return s && strlen(s) == 12 &&
+               sscanf(s, "%4x:%2x:%2x.%1x%c", &out[0], &out[1], &out[2], &out[3], &tail) == 4 &&
+               s[4] == ':' && s[7] == ':' && s[10] == '.' && out[2] <= 0x1f && out[3] <= 7;
+}
+
+static void pci_source(struct nst_xw *w, const char *address, bool typed) {
+        unsigned a[4] = {0};
+        split_pci_address(address, a); /* checked by check_context */
+        nst_xw_start(w, "source");
+        nst_xw_start(w, "address");
+        if (typed) /* libvirt refuses an interface's source address without it */
+                nst_xw_attr(w, "type", "pci");
+        nst_xw_attr_hex(w, "domain", a[0], 4);
+        nst_xw_attr_hex(w, "bus", a[1], 2);
+        nst_xw_attr_hex(w, "slot", a[2], 2);
+        nst_xw_attr_hex(w, "function", a[3], 1);
+        nst_xw_end(w);
+        nst_xw_end(w);
+}
+
+/* A VF as a NIC gets its MAC and VLAN from libvirt at start; anything else
+ * (a PF, a non-NIC function) is a plain PCI hostdev. */
 static void render_hostdevs(struct nst_xw *w, const struct nst_build_context *ctx) {
-        for (size_t i = 0; ctx && i < ctx->n_hostdevs; i++) {
-                const struct nst_pci_address *a = &ctx->hostdevs[i].address;
+        for (size_t i = 0; ctx && i < ctx->n_claims; i++) {
+                const struct nst_pci_claim *c = &ctx->claims[i];
+                if (c->form == NST_PCI_FORM_INTERFACE) {
+                        nst_xw_start(w, "interface");
+                        nst_xw_attr(w, "type", "hostdev");
+                        nst_xw_attr(w, "managed", "yes");
+                        nst_xw_elem_attr(w, "mac", "address", c->mac);
+                        pci_source(w, c->address, true);
+                        if (c->vlan >= 0) {
+                                nst_xw_start(w, "vlan");
+                                nst_xw_start(w, "tag");
+                                nst_xw_attr_u64(w, "id", (uint64_t)c->vlan);
+                                nst_xw_end(w);
+                                nst_xw_end(w);
+                        }
+                        nst_xw_end(w);
+                        continue;
+                }
                 nst_xw_start(w, "hostdev");
                 nst_xw_attr(w, "mode", "subsystem");
                 nst_xw_attr(w, "type", "pci");
                 nst_xw_attr(w, "managed", "yes");
-                nst_xw_start(w, "source");
-                nst_xw_start(w, "address");
-                nst_xw_attr_hex(w, "domain", a->domain, 4);
-                nst_xw_attr_hex(w, "bus", a->bus, 2);
-                nst_xw_attr_hex(w, "slot", a->slot, 2);
-                nst_xw_attr_hex(w, "function", a->function, 1);
-                nst_xw_end(w);
-                nst_xw_end(w);
+                pci_source(w, c->address, false);
                 nst_xw_end(w);
         }
 }
@@ -601,20 +651,6 @@ static void render_other_devices(struct nst_xw *w, const struct nst_domain_plan 
                 nst_xw_end(w);
         }
         nst_xw_elem_attr(w, "memballoon", "model", prof->memballoon ? "virtio" : "none");
-}
-
-/* "dddd:bb:ss.f", the form sysfs and the sriov plugin use. */
-static void pci_address(char out[16], const struct nst_pci_address *a) {
-        static const char hex[] = "0123456789abcdef";
-        const unsigned parts[] = {a->domain, a->bus, a->slot, a->function};
-        const unsigned widths[] = {4, 2, 2, 1};
-        const char seps[] = {':', ':', '.', '\0'};
-        char *o = out;
-        for (size_t k = 0; k < 4; k++) {
-                for (unsigned i = widths[k]; i > 0; i--)
-                        *o++ = hex[(parts[k] >> (4 * (i - 1))) & 0xf];
-                *o++ = seps[k];
-        }
 }
 
 static void owner_elem(struct nst_xw *w, const char *name, const char *id, const char *label) {
@@ -677,17 +713,27 @@ static void render_metadata(struct nst_xw *w, const struct nst_guest_spec *s,
                 nst_xw_end(w);
         }
         nst_xw_end(w);
-        /* Claims are the sriov plugin's; Nestor only records what was handed in. */
+        /* Claims are the sriov plugin's; this records what was handed in, so
+         * that they can be restored after a restart and released by destroy. */
         nst_xw_start(w, "nestor:claims");
-        for (size_t i = 0; ctx && i < ctx->n_hostdevs; i++) {
-                const struct nst_pci_address *a = &ctx->hostdevs[i].address;
-                char addr[16];
-                pci_address(addr, a);
+        for (size_t i = 0; ctx && i < ctx->n_claims; i++) {
+                const struct nst_pci_claim *c = &ctx->claims[i];
                 nst_xw_start(w, "nestor:claim");
                 nst_xw_attr(w, "kind", "pci");
-                if (ctx->hostdevs[i].claim_id)
-                        nst_xw_attr(w, "id", ctx->hostdevs[i].claim_id);
-                nst_xw_attr(w, "address", addr);
+                if (c->request[0])
+                        nst_xw_attr(w, "id", c->request);
+                nst_xw_attr(w, "address", c->address);
+                nst_xw_attr(w, "form", c->form == NST_PCI_FORM_INTERFACE ? "interface" : "hostdev");
+                if (c->mac[0])
+                        nst_xw_attr(w, "mac", c->mac);
+                if (c->vlan >= 0)
+                        nst_xw_attr_u64(w, "vlan", (uint64_t)c->vlan);
+                if (c->wwnn[0])
+                        nst_xw_attr(w, "wwnn", c->wwnn);
+                if (c->wwpn[0])
+                        nst_xw_attr(w, "wwpn", c->wwpn);
+                if (c->vhba[0])
+                        nst_xw_attr(w, "vhba", c->vhba);
                 nst_xw_end(w);
         }
         nst_xw_end(w);
@@ -698,14 +744,30 @@ static void render_metadata(struct nst_xw *w, const struct nst_guest_spec *s,
 static int check_context(const struct nst_build_context *ctx, struct nst_error *err) {
         if (!ctx)
                 return 0;
-        if (ctx->n_hostdevs > NST_MAX_HOSTDEVS)
+        if (ctx->n_claims > NST_MAX_HOSTDEVS)
                 return nst_error_set(err, -E2BIG, "InvalidInput", "at most %d PCI devices",
                                      NST_MAX_HOSTDEVS);
-        for (size_t i = 0; i < ctx->n_hostdevs; i++) {
-                const struct nst_pci_address *a = &ctx->hostdevs[i].address;
-                if (a->domain > 0xffff || a->bus > 0xff || a->slot > 0x1f || a->function > 7)
+        for (size_t i = 0; i < ctx->n_claims; i++) {
+                const struct nst_pci_claim *c = &ctx->claims[i];
+                unsigned a[4];
+                if (!split_pci_address(c->address, a))
                         return nst_error_set(err, -EINVAL, "InvalidInput",
-                                             "PCI device %zu: address out of range", i);
+                                             "PCI device %zu: address '%s' is not dddd:bb:ss.f "
+                                             "within range",
+                                             i, c->address);
+                if (c->form != NST_PCI_FORM_INTERFACE)
+                        continue;
+                if (!nst_mac_valid(c->mac))
+                        return nst_error_set(err, -EINVAL, "InvalidInput",
+                                             "PCI device %zu (%s): '%s' is not a unicast MAC "
+                                             "address",
+                                             i, c->address, c->mac);
+                /* One tag or none: libvirt would turn more into a trunk, which
+                 * SR-IOV VFs refuse at start. */
+                if (c->vlan < -1 || c->vlan > 4094)
+                        return nst_error_set(err, -EINVAL, "InvalidInput",
+                                             "PCI device %zu (%s): VLAN %d is outside 0-4094", i,
+                                             c->address, c->vlan);
         }
         if (ctx->instances_path && (ctx->instances_path[0] != '/' ||
                                     strlen(ctx->instances_path) >= NST_SPEC_PATH_MAX - 64))
@@ -740,6 +802,7 @@ int nst_domain_xml_render(const struct nst_guest_spec *s, const struct nst_domai
         nst_xw_attr(&w, "placement", "static");
         nst_xw_text_u64(&w, s->vcpus);
         nst_xw_end(&w);
+        render_numatune(&w, s);
         render_os(&w, p, instdir);
         render_features(&w, p);
         render_cpu(&w, s, p);
@@ -866,10 +929,24 @@ static int parse_meta_lists(xmlXPathContextPtr ctx, xmlNodePtr inst, struct nst_
                 return r;
         for (size_t i = 0; i < m->n_claims && r == 0; i++) {
                 xmlNodePtr n = o->nodesetval->nodeTab[i];
-                if (!dup_attr(n, "kind", &m->claims[i].kind) ||
-                    !dup_attr(n, "id", &m->claims[i].id) ||
-                    !dup_attr(n, "address", &m->claims[i].address))
-                        r = meta_oom(err);
+                struct nst_meta_claim *c = &m->claims[i];
+                char form[16] = "hostdev", vlan[8] = "";
+                c->pci.vlan = -1;
+                copy_attr(n, "form", form, sizeof(form));
+                copy_attr(n, "vlan", vlan, sizeof(vlan));
+                copy_attr(n, "id", c->pci.request, sizeof(c->pci.request));
+                copy_attr(n, "mac", c->pci.mac, sizeof(c->pci.mac));
+                copy_attr(n, "wwnn", c->pci.wwnn, sizeof(c->pci.wwnn));
+                copy_attr(n, "wwpn", c->pci.wwpn, sizeof(c->pci.wwpn));
+                copy_attr(n, "vhba", c->pci.vhba, sizeof(c->pci.vhba));
+                if (vlan[0])
+                        c->pci.vlan = atoi(vlan);
+                c->pci.form = strcmp(form, "interface") == 0 ? NST_PCI_FORM_INTERFACE
+                                                              : NST_PCI_FORM_HOSTDEV;
+                if (!copy_attr(n, "kind", c->kind, sizeof(c->kind)) ||
+                    !copy_attr(n, "address", c->pci.address, sizeof(c->pci.address)))
+                        r = nst_error_set(err, -EINVAL, "InvalidMetadata",
+                                          "Nestor metadata: claim %zu has no kind or address", i);
         }
         xmlXPathFreeObject(o);
         return r;
@@ -996,11 +1073,6 @@ void nst_instance_meta_free(struct nst_instance_meta *m) {
                 free(m->disks[i].base);
         }
         free(m->disks);
-        for (size_t i = 0; i < m->n_claims; i++) {
-                free(m->claims[i].kind);
-                free(m->claims[i].id);
-                free(m->claims[i].address);
-        }
         free(m->claims);
         free(m);
 }

@@ -23,31 +23,25 @@
 #include "plugins/libvirt/guest_spec.h"
 #include "plugins/libvirt/host_caps.h"
 #include "plugins/libvirt/profiles.h"
+#include "plugins/sriov/pci_claims.h"
 
 #define NST_METADATA_NS "https://nestor.dev/xmlns/instance/1"
 #define NST_METADATA_PREFIX "nestor"
 #define NST_DEFAULT_INSTANCES_PATH "/var/lib/nestor/instances"
 #define NST_PLAN_MAX_CPU_FEATURES (NST_SPEC_MAX_CPU_FEATURES + 16)
-#define NST_MAX_HOSTDEVS 32
+#define NST_MAX_HOSTDEVS NST_PCI_CLAIMS_MAX
 #define NST_MAX_CLAIMS 64
-
-struct nst_pci_address {
-        unsigned domain, bus, slot, function;
-};
-
-/* A PCI device already claimed for this guest (by the sriov plugin). */
-struct nst_hostdev {
-        struct nst_pci_address address;
-        const char *claim_id; /* recorded in the metadata; may be NULL */
-};
 
 /* Facts from outside the spec. Every pointer may be NULL. */
 struct nst_build_context {
         const char *instances_path; /* NULL: NST_DEFAULT_INSTANCES_PATH */
         const char *user_id, *user_name, *project_id, *project_name; /* the caller's context */
         const char *created_at;                                     /* ISO 8601 */
-        const struct nst_hostdev *hostdevs;
-        size_t n_hostdevs;
+        /* PCI devices already claimed for this guest (pci_claims.h): each
+         * becomes a <hostdev> or an <interface type='hostdev'> and a claim
+         * record in the metadata. */
+        const struct nst_pci_claim *claims;
+        size_t n_claims;
 };
 
 /* What the builder decided. */
@@ -100,7 +94,8 @@ struct nst_meta_disk {
 };
 
 struct nst_meta_claim {
-        char *kind, *id, *address;
+        char kind[16];            /* "pci" */
+        struct nst_pci_claim pci; /* as claimed; request "" when it had no id */
 };
 
 struct nst_instance_meta {

@@ -40,6 +40,39 @@ void nst_lv_inv_entry(const struct nst_instance_meta *m, const char *uuid, const
         ret->memory_mb = memory_mb;
 }
 
+/* An instance undefined without destroy: its MACs and PCI devices are free
+ * again (the record of the claims went with the definition). */
+static void forget_instance(struct lv_plugin *p, const char *uuid) {
+        struct nst_error err = NST_ERROR_INIT;
+        nst_inv_remove(p->inv, uuid);
+        nst_inv_mac_release(p->inv, uuid);
+        if (p->pci && p->pci->release(p->pci->self, uuid, &err) < 0)
+                log_warning("instance %s: cannot release its PCI devices: %s", uuid, err.message);
+}
+
+/* The PCI devices an instance was given are its own again after a restart
+ * of the agent (or of libvirtd): nobody else may be handed them. */
+static void restore_claims(struct lv_plugin *p, const char *uuid, const char *name,
+                           const struct nst_instance_meta *m) {
+        if (m->n_claims == 0)
+                return;
+        if (!p->pci) {
+                log_warning("instance %s (%s) holds %zu PCI device(s) but no PCI device plugin "
+                            "is enabled: they are not protected from other claims",
+                            name, uuid, m->n_claims);
+                return;
+        }
+        struct nst_pci_claim claims[NST_MAX_CLAIMS];
+        size_t n = 0;
+        for (size_t i = 0; i < m->n_claims && n < NST_MAX_CLAIMS; i++)
+                if (strcmp(m->claims[i].kind, "pci") == 0)
+                        claims[n++] = m->claims[i].pci;
+        struct nst_error err = NST_ERROR_INIT;
+        if (p->pci->restore(p->pci->self, uuid, claims, n, &err) < 0)
+                log_error("instance %s (%s): cannot restore its PCI claims: %s", name, uuid,
+                          err.message);
+}
+
 /* One domain's MACs (every domain's: a generated MAC must not collide with
  * a guest Nestor does not manage) and, for Nestor's, its inventory entry. */
 static void record_domain(struct lv_plugin *p, const char *xml) {
@@ -68,6 +101,7 @@ static void record_domain(struct lv_plugin *p, const char *xml) {
         }
         if (!nestor)
                 return;
+        restore_claims(p, uuid, name, m);
         /* libvirt writes <memory> in KiB. */
         struct nst_inv_instance k;
         nst_lv_inv_entry(m, uuid, name, (unsigned)strtoul(vcpus, NULL, 10),
@@ -104,6 +138,7 @@ void nst_lv_on_connected(void *userdata, virConnectPtr conn) {
         struct nst_inv_instance gone;
         while (complete && nst_inv_sweep_one(p->inv, &gone)) {
                 log_info("instance %s (%s) disappeared while disconnected", gone.name, gone.uuid);
+                forget_instance(p, gone.uuid);
                 nst_lv_notify(p, "instance.delete.end", NST_LV_PAYLOAD_ACTION, &gone, "deleted",
                               "shutdown", NULL, NULL, NULL);
         }
@@ -287,8 +322,7 @@ void nst_lv_on_lifecycle(void *userdata, virDomainPtr dom, int event, int detail
                 return; /* not Nestor's */
         if (event == VIR_DOMAIN_EVENT_UNDEFINED) {
                 /* Undefined behind Nestor's back (e.g. virsh): forget it. */
-                nst_inv_remove(p->inv, uuid);
-                nst_inv_mac_release(p->inv, uuid);
+                forget_instance(p, uuid);
         }
         log_info("instance %s (%s): %s", k.name, uuid, m.type);
         nst_lv_notify(p, m.type, NST_LV_PAYLOAD_ACTION, &k, m.vm_state, m.power_state, NULL, NULL,

@@ -614,6 +614,32 @@ static int parse_pci_requests(json_object *obj, struct nst_guest_spec *s,
         return 0;
 }
 
+static int parse_numa_nodes(json_object *obj, struct nst_guest_spec *s, struct nst_error *err) {
+        json_object *a = NULL;
+        int r = get_array(obj, "numa_nodes", NST_SPEC_MAX_NUMA_NODES, &a, err);
+        if (r <= 0)
+                return r;
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+                json_object *v = json_object_array_get_idx(a, i);
+                char p[PATH_BUF];
+                snprintf(p, sizeof(p), "spec.numa_nodes[%zu]", i);
+                if (!json_object_is_type(v, json_type_int))
+                        return type_error(err, p, NULL, "an integer", v);
+                int64_t node = json_object_get_int64(v);
+                if (node < 0 || node > NST_SPEC_MAX_NUMA_NODE)
+                        return nst_error_set(err, -EINVAL, "InvalidInput",
+                                             "%s: must be between 0 and %d, got %lld", p,
+                                             NST_SPEC_MAX_NUMA_NODE, (long long)node);
+                for (size_t j = 0; j < s->n_numa_nodes; j++)
+                        if (s->numa_nodes[j] == node)
+                                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                                     "%s: node %lld is listed twice", p,
+                                                     (long long)node);
+                s->numa_nodes[s->n_numa_nodes++] = (int)node;
+        }
+        return 0;
+}
+
 static int parse_identity(json_object *obj, struct nst_guest_spec *s, struct nst_error *err) {
         const char *name = NULL, *uuid = NULL;
         int r = get_string(obj, "spec", "name", &name, err);
@@ -758,7 +784,7 @@ int nst_guest_spec_parse(json_object *obj, struct nst_guest_spec **ret, struct n
                 "nics",          "profile",   "firmware",    "secure_boot",
                 "pci_requests",  "allow_emulated_nesting",   "machine",
                 "cpu_mode",      "cpu_model", "cpu_features", "disk_bus",
-                "nic_model",     "features",  NULL,
+                "nic_model",     "features",  "numa_nodes", NULL,
         };
         if (!obj || !json_object_is_type(obj, json_type_object))
                 return type_error(err, "spec", NULL, "an object", obj);
@@ -770,7 +796,8 @@ int nst_guest_spec_parse(json_object *obj, struct nst_guest_spec **ret, struct n
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         if ((r = parse_identity(obj, s, err)) < 0 || (r = parse_size(obj, s, err)) < 0 ||
             (r = parse_disks(obj, s, err)) < 0 || (r = parse_nics(obj, s, err)) < 0 ||
-            (r = parse_choices(obj, s, err)) < 0 || (r = parse_pci_requests(obj, s, err)) < 0)
+            (r = parse_choices(obj, s, err)) < 0 || (r = parse_pci_requests(obj, s, err)) < 0 ||
+            (r = parse_numa_nodes(obj, s, err)) < 0)
                 return r;
         *ret = nst_steal(&s);
         return 0;

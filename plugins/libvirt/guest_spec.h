@@ -24,6 +24,8 @@
 #define NST_SPEC_MAX_MEMORY_MB (16ULL * 1024 * 1024) /* 16 TiB */
 #define NST_SPEC_MAX_DISK_GB 65536ULL
 #define NST_SPEC_MAX_PCI_REQUESTS 16
+#define NST_SPEC_MAX_NUMA_NODES 8
+#define NST_SPEC_MAX_NUMA_NODE 63
 #define NST_SPEC_MAX_CPU_FEATURES 64
 #define NST_SPEC_PATH_MAX 1024
 #define NST_SPEC_MACHINE_MAX 64
@@ -132,6 +134,10 @@ struct nst_guest_spec {
         enum nst_firmware firmware;
         enum nst_tristate secure_boot;
         json_object *pci_requests; /* owned reference to an array of objects, or NULL */
+        /* Host NUMA nodes the guest's memory is bound to (numatune strict);
+         * PCI NUMA policies are checked against them. */
+        int numa_nodes[NST_SPEC_MAX_NUMA_NODES];
+        size_t n_numa_nodes;
         bool allow_emulated_nesting;
 
         /* Explicit overrides of the profile's choices (UNSET/empty = profile's). */

@@ -542,13 +542,8 @@ static json_object *meta_json(const struct nst_instance_meta *m) {
         }
         json_object_object_add(o, "disks", disks);
         json_object *claims = json_object_new_array();
-        for (size_t i = 0; i < m->n_claims; i++) {
-                json_object *c = json_object_new_object();
-                json_object_object_add(c, "kind", jstr(m->claims[i].kind));
-                json_object_object_add(c, "id", jstr(m->claims[i].id));
-                json_object_object_add(c, "address", jstr(m->claims[i].address));
-                json_object_array_add(claims, c);
-        }
+        for (size_t i = 0; i < m->n_claims; i++)
+                json_object_array_add(claims, nst_pci_claim_to_json(&m->claims[i].pci));
         json_object_object_add(o, "claims", claims);
         return o;
 }

@@ -18,7 +18,9 @@
 #include "plugins/libvirt/guest_spec.h"
 #include "plugins/libvirt/host_caps.h"
 #include "plugins/libvirt/inventory.h"
+#include "plugins/libvirt/lv_iface.h"
 #include "plugins/libvirt/profiles.h"
+#include "plugins/sriov/pci_claims.h"
 
 #define NST_LV_SECTION "libvirt"
 /* Lifecycle events an operation causes arrive within this time. */
@@ -59,6 +61,10 @@ struct lv_plugin {
         struct lv_bound_method *methods;
         size_t n_methods;
 
+        /* PCI claims (the sriov plugin), NULL when it is not enabled. */
+        const struct nst_pci_claims *pci;
+        struct nst_libvirt_conn_iface conn_iface; /* lent to other plugins */
+
         /* The random part of a generated MAC (3 bytes); tests script it. */
         int (*mac_random)(void *userdata, unsigned char out[3]);
         void *mac_random_userdata;
@@ -80,7 +86,8 @@ void nst_lv_build_context(json_object *ctx, char created[32], struct nst_build_c
 /* A string from the context (key, else fallback key), NULL when absent. */
 const char *nst_lv_ctx_string(json_object *ctx, const char *key, const char *fallback);
 
-/* PciAllocationFailed when the spec has PCI requests this agent cannot meet. */
+/* PciAllocationFailed when the spec has PCI requests and no plugin
+ * provides PCI claims. */
 int nst_lv_check_pci(struct lv_plugin *p, const struct nst_guest_spec *spec,
                      struct nst_error *err);
 

@@ -135,19 +135,11 @@ void nst_lv_build_context(json_object *ctx, char created[32], struct nst_build_c
 
 int nst_lv_check_pci(struct lv_plugin *p, const struct nst_guest_spec *spec,
                      struct nst_error *err) {
-        if (!spec->pci_requests)
+        if (!spec->pci_requests || p->pci)
                 return 0;
-        /* The sriov plugin provides the claims; until it exists (or is
-         * enabled), PCI requests cannot be met. */
-        if (!nst_host_lookup(p->host, "pci-claims"))
-                return nst_error_set(err, -ENOTSUP, "PciAllocationFailed",
-                                     "spec.pci_requests: no PCI device plugin is enabled (the "
-                                     "sriov plugin provides PCI claims)");
-        /* TODO(issue 3, sriov): claim through the interface once its shape is
-         * settled; refusing keeps "nothing half-created" true meanwhile. */
         return nst_error_set(err, -ENOTSUP, "PciAllocationFailed",
-                             "spec.pci_requests: this agent's libvirt plugin cannot use the "
-                             "pci-claims interface yet");
+                             "spec.pci_requests: no PCI device plugin is enabled (add sriov to "
+                             "[DEFAULT] enabled_plugins)");
 }
 
 static int build_domain_xml(struct lv_plugin *p, json_object *ctx, json_object *args,
@@ -265,6 +257,14 @@ static void plugin_free(struct lv_plugin *p) {
         free(p);
 }
 
+static int lend_connection(void *self, virConnectPtr *ret, struct nst_error *err) {
+        struct lv_plugin *p = self;
+        if (!p->conn)
+                return nst_error_set(err, -ENOTCONN, "HypervisorUnavailable",
+                                     "the libvirt plugin has not started");
+        return nst_lv_conn_get(p->conn, ret, err);
+}
+
 static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
         struct lv_plugin *p = calloc(1, sizeof(*p));
         if (!p)
@@ -286,6 +286,9 @@ static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
         }
         if (r >= 0)
                 r = nst_host_register_report(host, SECTION, report, p, err);
+        p->conn_iface = (struct nst_libvirt_conn_iface){p, lend_connection};
+        if (r >= 0)
+                r = nst_host_provide(host, NST_LIBVIRT_CONN_IFACE, &p->conn_iface, err);
         if (r < 0) {
                 plugin_free(p);
                 return r;
@@ -350,6 +353,8 @@ static int start(void *priv, struct nst_error *err) {
         }
         if ((r = nst_inventory_new(&p->inv)) < 0)
                 return nst_error_set(err, r, "MemoryError", "out of memory");
+        /* Before connecting: the first connect restores recorded claims. */
+        p->pci = nst_host_lookup(p->host, NST_PCI_CLAIMS_IFACE);
         /* Host capabilities are probed lazily: libvirtd may come up after the
          * agent; the connection keeps trying in the background. */
         const struct nst_lv_conn_opts copts = {

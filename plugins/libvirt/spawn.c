@@ -7,7 +7,7 @@
  * reverse order: no domain, no directory, no MAC left taken.
  *
  * destroy works in the order that lets a retry finish the job: stop the
- * guest, (release claims,) remove the instance directory, undefine. A
+ * guest, release PCI claims, remove the instance directory, undefine. A
  * failure leaves a stopped domain whose next destroy continues; a directory
  * left without a domain (an agent killed mid-spawn) is removed by destroying
  * its uuid. */
@@ -40,7 +40,9 @@ struct spawn {
         virConnectPtr conn;
         virDomainPtr dom;
         struct nst_inv_instance inst;  /* for notifications */
-        bool claimed, macs, notified, dir, defined, started;
+        struct nst_pci_claim *pci;     /* what the sriov plugin handed out */
+        size_t n_pci;
+        bool claimed, macs, pci_claimed, notified, dir, defined, started;
 };
 
 static int resolve(struct spawn *s, struct nst_error *err) {
@@ -128,6 +130,34 @@ static int assign_macs(struct spawn *s, struct nst_error *err) {
         return 0;
 }
 
+/* PCI devices last among the checks: they are the scarcest, and a claim
+ * programs VFs, so nothing cheaper may fail after it. The MACs of SR-IOV
+ * NICs join the instance's MACs, under the same uniqueness rule. */
+static int claim_pci(struct spawn *s, struct nst_error *err) {
+        struct lv_plugin *p = s->p;
+        const struct nst_guest_spec *spec = s->spec;
+        if (!spec->pci_requests)
+                return 0;
+        int r = p->pci->claim(p->pci->self, spec->uuid, spec->pci_requests, spec->numa_nodes,
+                              spec->n_numa_nodes, &s->pci, &s->n_pci, err);
+        if (r < 0)
+                return r;
+        s->pci_claimed = true;
+        for (size_t i = 0; i < s->n_pci; i++) {
+                const char *mac = s->pci[i].mac;
+                char owner[37];
+                if (!mac[0])
+                        continue;
+                if (nst_inv_mac_live(p->inv, mac, NULL, owner) && strcmp(owner, spec->uuid) != 0)
+                        return nst_error_set(err, -EEXIST, "InvalidInput",
+                                             "spec.pci_requests: MAC %s is in use by instance %s",
+                                             mac, owner);
+                if (nst_inv_mac_add(p->inv, mac, spec->uuid) < 0)
+                        return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        }
+        return 0;
+}
+
 static int define_and_start(struct spawn *s, const char *xml, struct nst_error *err) {
         struct lv_plugin *p = s->p;
         const char *name = s->spec->name;
@@ -187,6 +217,8 @@ static void undo(struct spawn *s) {
                 nst_inv_unexpect(p->inv, uuid, NST_INV_EV(VIR_DOMAIN_EVENT_STARTED));
         if (s->dir && nst_instance_dir_remove(p->instances_path, uuid, &e) < 0)
                 log_warning("spawn %s failed; %s", uuid, e.message);
+        if (s->pci_claimed && p->pci->release(p->pci->self, uuid, &e) < 0)
+                log_warning("spawn %s failed; %s", uuid, e.message);
         if (s->macs)
                 nst_inv_mac_release(p->inv, uuid);
 }
@@ -231,13 +263,16 @@ static int run_spawn(struct spawn *s, json_object *spec_obj, json_object **ret,
         if (r < 0)
                 return nst_error_set(err, r, "MemoryError", "out of memory");
         s->claimed = true;
-        if ((r = check_unique(s, err)) < 0 || (r = assign_macs(s, err)) < 0)
+        if ((r = check_unique(s, err)) < 0 || (r = assign_macs(s, err)) < 0 ||
+            (r = claim_pci(s, err)) < 0)
                 return r;
 
         char created[32];
         struct nst_build_context bctx;
         nst_lv_build_context(s->ctx, created, &bctx);
         bctx.instances_path = p->instances_path;
+        bctx.claims = s->pci;
+        bctx.n_claims = s->n_pci;
         inventory_entry(s, &bctx);
         nst_lv_notify(p, "instance.create.start", NST_LV_PAYLOAD_CREATE, &s->inst, "building",
                       "pending", "spawning", s->ctx, NULL);
@@ -269,6 +304,10 @@ static int run_spawn(struct spawn *s, json_object *spec_obj, json_object **ret,
         for (size_t i = 0; i < spec->n_nics; i++)
                 json_object_array_add(macs, json_object_new_string(spec->nics[i].mac));
         json_object_object_add(o, "macs", macs);
+        json_object *pci = json_object_new_array();
+        for (size_t i = 0; i < s->n_pci; i++)
+                json_object_array_add(pci, nst_pci_claim_to_json(&s->pci[i]));
+        json_object_object_add(o, "pci_devices", pci);
         *ret = o;
         return 0;
 }
@@ -298,6 +337,7 @@ int nst_lv_spawn(struct lv_plugin *p, json_object *ctx, json_object *args, json_
         if (s.conn)
                 virConnectClose(s.conn);
         nst_disk_plan_done(&s.disks);
+        free(s.pci);
         free(s.plan);
         nst_guest_spec_free(s.spec);
         return r;
@@ -349,9 +389,7 @@ static int destroy_orphan(struct lv_plugin *p, const char *id, json_object **ret
 
 static int run_destroy(struct lv_plugin *p, json_object *ctx, struct lv_instance *inst,
                        struct nst_inv_instance *k, struct nst_error *err) {
-        if (inst->meta->n_claims > 0)
-                /* TODO(issue 3, sriov): release through pci-claims before the
-                 * undefine drops the record. Until then nothing is touched. */
+        if (inst->meta->n_claims > 0 && !p->pci)
                 return nst_error_set(err, -ENOTSUP, "PciAllocationFailed",
                                      "destroy: instance %s holds %zu PCI claim(s) and no PCI "
                                      "device plugin is enabled to release them; nothing was "
@@ -377,6 +415,11 @@ static int run_destroy(struct lv_plugin *p, json_object *ctx, struct lv_instance
                         return nst_lv_conn_error(p->conn, inst->conn, err, -EIO, "HypervisorError",
                                                  "destroy: cannot stop %s", inst->name);
         }
+        /* The guest has let go of its devices; the record of the claims goes
+         * with the definition, so they are released before it. Releasing
+         * again on a retried destroy is harmless. */
+        if (p->pci && (r = p->pci->release(p->pci->self, inst->uuid, err)) < 0)
+                return nst_error_prefix(err, "destroy: %s", inst->name);
         if ((r = nst_instance_dir_remove(p->instances_path, inst->uuid, err)) < 0 ||
             (r = nst_lv_undefine(p, inst->conn, inst->dom, inst->name, err)) < 0)
                 return r;

@@ -43,7 +43,7 @@ struct fixture {
         struct nst_profile_set *profiles;
         const struct nst_profile *profile;
         struct nst_host_caps *caps;
-        struct nst_hostdev hostdev;
+        struct nst_pci_claim hostdev;
         struct nst_build_context ctx;
 };
 
@@ -96,13 +96,14 @@ int main(int argc, char **argv) {
         f.caps->nested_param = 1;
         if (nst_host_caps_finish(f.caps, NULL, &err) < 0)
                 fail("setup", &err);
-        f.hostdev = (struct nst_hostdev){{0, 0x81, 0x00, 0x1}, "claim-7e4b8b1f"};
+        f.hostdev = (struct nst_pci_claim){.request = "claim-7e4b8b1f", .address = "0000:81:00.1",
+                                           .vlan = -1};
         f.ctx = (struct nst_build_context){
                 .instances_path = "/var/lib/nestor/instances",
                 .user_id = "8d4f5c1e0b9a4a6f9e2d3c4b5a697887", .user_name = "admin",
                 .project_id = "2a1b3c4d5e6f47a8b9c0d1e2f3a4b5c6", .project_name = "demo",
                 .created_at = "2024-01-01T00:00:00Z",
-                .hostdevs = &f.hostdev, .n_hostdevs = 1,
+                .claims = &f.hostdev, .n_claims = 1,
         };
         json_object *o = json_tokener_parse(spec_json);
         struct nst_guest_spec *spec = NULL;

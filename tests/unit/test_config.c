@@ -200,6 +200,12 @@ static void test_multi_and_last_wins(void **state) {
         assert_string_equal(l[1], "two");
         assert_string_equal(l[2], "three");
         assert_null(l[3]);
+        /* Each value keeps its origin, for messages about its content. */
+        const char *const *origins = nst_config_get_origins(cfg, "DEFAULT", "spec");
+        assert_string_equal(origins[0], "a.conf:2");
+        assert_string_equal(origins[1], "a.conf:4");
+        assert_string_equal(origins[2], "b.conf:2");
+        assert_null(origins[3]);
         assert_string_equal(str(cfg, "name"), "three");
         assert_int_equal(nst_config_get_int(cfg, "DEFAULT", "count"), 5);
 }

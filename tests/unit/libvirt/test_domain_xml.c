@@ -616,17 +616,20 @@ static void test_many_disks_names(void **state) {
         nst_host_caps_free(caps);
 }
 
-static const struct nst_hostdev hostdevs[] = {
-        {{0x0000, 0x81, 0x00, 0x1}, "claim-1"},
-        {{0x0001, 0x3b, 0x1f, 0x7}, NULL},
+static const struct nst_pci_claim hostdevs[] = {
+        {.request = "claim-1", .address = "0000:81:00.1", .vlan = -1},
+        {.address = "0001:3b:1f.7", .form = NST_PCI_FORM_INTERFACE, .mac = "fa:16:3e:00:00:07",
+         .vlan = 100, .wwnn = "", .wwpn = ""},
+        {.request = "fc#0", .address = "0000:05:00.2", .vlan = -1, .wwnn = "5001a4a000000001",
+         .wwpn = "5001a4a000000002", .vhba = "scsi_host12"},
 };
 
 static void test_hostdevs_and_claims(void **state) {
         struct fixture *f = *state;
         struct nst_host_caps *caps = lt_caps(LT_INTEL_NESTED);
         struct nst_build_context ctx = base_ctx;
-        ctx.hostdevs = hostdevs;
-        ctx.n_hostdevs = 2;
+        ctx.claims = hostdevs;
+        ctx.n_claims = 3;
         struct nst_error err = NST_ERROR_INIT;
         struct nst_domain_plan plan;
         char spec[1024];
@@ -634,29 +637,66 @@ static void test_hostdevs_and_claims(void **state) {
         char *xml = build(f, spec, caps, &ctx, &plan, &err);
         assert_non_null(xml);
         xmlDocPtr d = lt_doc(xml);
+        assert_xcount(d, "/domain/numatune", 0);
         assert_xcount(d, "/domain/devices/hostdev[@mode='subsystem'][@type='pci'][@managed='yes']",
                       2);
         assert_xs(d, "/domain/devices/hostdev[1]/source/address/@domain", "0x0000");
         assert_xs(d, "/domain/devices/hostdev[1]/source/address/@bus", "0x81");
         assert_xs(d, "/domain/devices/hostdev[1]/source/address/@slot", "0x00");
         assert_xs(d, "/domain/devices/hostdev[1]/source/address/@function", "0x1");
-        assert_xs(d, "/domain/devices/hostdev[2]/source/address/@domain", "0x0001");
-        assert_xs(d, "/domain/devices/hostdev[2]/source/address/@slot", "0x1f");
-        assert_xs(d, "/domain/devices/hostdev[2]/source/address/@function", "0x7");
+        assert_xcount(d, "/domain/devices/hostdev[1]/source/address/@type", 0);
+        assert_xs(d, "/domain/devices/hostdev[2]/source/address/@bus", "0x05");
+        assert_xs(d, "/domain/devices/hostdev[2]/source/address/@function", "0x2");
+        /* The VF as a NIC: MAC, typed source address, one VLAN tag. */
+        assert_xcount(d, "/domain/devices/interface[@type='hostdev'][@managed='yes']", 1);
+        assert_xs(d, "/domain/devices/interface[@type='hostdev']/mac/@address",
+                  "fa:16:3e:00:00:07");
+        assert_xs(d, "/domain/devices/interface[@type='hostdev']/source/address/@type", "pci");
+        assert_xs(d, "/domain/devices/interface[@type='hostdev']/source/address/@domain",
+                  "0x0001");
+        assert_xs(d, "/domain/devices/interface[@type='hostdev']/source/address/@slot", "0x1f");
+        assert_xs(d, "/domain/devices/interface[@type='hostdev']/source/address/@function",
+                  "0x7");
+        assert_xcount(d, "/domain/devices/interface[@type='hostdev']/vlan/tag", 1);
+        assert_xs(d, "/domain/devices/interface[@type='hostdev']/vlan/tag/@id", "100");
         assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[1]/@address", "0000:81:00.1");
         assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[1]/@id", "claim-1");
         assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[1]/@kind", "pci");
+        assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[1]/@form", "hostdev");
         assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[2]/@address", "0001:3b:1f.7");
+        assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[2]/@form", "interface");
+        assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[2]/@vlan", "100");
         assert_xcount(d, "/domain/metadata/n:instance/n:claims/n:claim[2]/@id", 0);
+        assert_xs(d, "/domain/metadata/n:instance/n:claims/n:claim[3]/@wwpn", "5001a4a000000002");
         xmlFreeDoc(d);
         free(xml);
 
-        const struct nst_hostdev bad = {{0x10000, 0, 0, 0}, NULL};
-        ctx.hostdevs = &bad;
-        ctx.n_hostdevs = 1;
+        /* The guest's host NUMA nodes: memory bound there (strict). */
+        spec_for(spec, sizeof(spec), "plain", ", \"numa_nodes\": [1, 3]");
+        xml = build(f, spec, caps, &ctx, &plan, &err);
+        assert_non_null(xml);
+        d = lt_doc(xml);
+        assert_xs(d, "/domain/numatune/memory/@mode", "strict");
+        assert_xs(d, "/domain/numatune/memory/@nodeset", "1,3");
+        xmlFreeDoc(d);
+        free(xml);
+        spec_for(spec, sizeof(spec), "plain", "");
+
+        struct nst_pci_claim bad = {.address = "0000:00:20.0", .vlan = -1};
+        ctx.claims = &bad;
+        ctx.n_claims = 1;
         assert_null(build(f, spec, caps, &ctx, &plan, &err));
-        lt_error_is(&err, "InvalidInput", "PCI device 0: address out of range");
-        ctx.n_hostdevs = 0;
+        lt_error_is(&err, "InvalidInput", "PCI device 0: address '0000:00:20.0'");
+        bad = (struct nst_pci_claim){.address = "0000:03:10.0", .form = NST_PCI_FORM_INTERFACE,
+                                     .mac = "fa:16:3e:00:00:01", .vlan = 4095};
+        assert_null(build(f, spec, caps, &ctx, &plan, &err));
+        lt_error_is(&err, "InvalidInput", "PCI device 0 (0000:03:10.0): VLAN 4095 is outside 0-4094");
+        snprintf(bad.mac, sizeof(bad.mac), "01:00:5e:00:00:01");
+        bad.vlan = 5;
+        assert_null(build(f, spec, caps, &ctx, &plan, &err));
+        lt_error_is(&err, "InvalidInput",
+                    "PCI device 0 (0000:03:10.0): '01:00:5e:00:00:01' is not a unicast MAC");
+        ctx.n_claims = 0;
         ctx.instances_path = "relative/path";
         assert_null(build(f, spec, caps, &ctx, &plan, &err));
         lt_error_is(&err, "InvalidInput", "instances path must be absolute");
@@ -671,8 +711,8 @@ static void test_metadata_round_trip(void **state) {
         struct nst_build_context ctx = base_ctx;
         ctx.user_name = "O'Brien & <co> \"ops\" \xc3\xa9t\xc3\xa9";
         ctx.project_name = "tab\there\nnewline";
-        ctx.hostdevs = hostdevs;
-        ctx.n_hostdevs = 2;
+        ctx.claims = hostdevs;
+        ctx.n_claims = 3;
         struct nst_error err = NST_ERROR_INIT;
         struct nst_domain_plan plan;
         char spec[1024];
@@ -709,11 +749,19 @@ static void test_metadata_round_trip(void **state) {
         char path[128];
         snprintf(path, sizeof(path), "/srv/nestor/instances/%s/disk1.qcow2", m->uuid);
         assert_string_equal(m->disks[1].path, path);
-        assert_int_equal(m->n_claims, 2);
+        assert_int_equal(m->n_claims, 3);
         assert_string_equal(m->claims[0].kind, "pci");
-        assert_string_equal(m->claims[0].id, "claim-1");
-        assert_string_equal(m->claims[0].address, "0000:81:00.1");
-        assert_null(m->claims[1].id);
+        assert_string_equal(m->claims[0].pci.request, "claim-1");
+        assert_string_equal(m->claims[0].pci.address, "0000:81:00.1");
+        assert_int_equal(m->claims[0].pci.form, NST_PCI_FORM_HOSTDEV);
+        assert_int_equal(m->claims[0].pci.vlan, -1);
+        assert_string_equal(m->claims[1].pci.request, "");
+        assert_int_equal(m->claims[1].pci.form, NST_PCI_FORM_INTERFACE);
+        assert_string_equal(m->claims[1].pci.mac, "fa:16:3e:00:00:07");
+        assert_int_equal(m->claims[1].pci.vlan, 100);
+        assert_string_equal(m->claims[2].pci.wwnn, "5001a4a000000001");
+        assert_string_equal(m->claims[2].pci.wwpn, "5001a4a000000002");
+        assert_string_equal(m->claims[2].pci.vhba, "scsi_host12");
         nst_instance_meta_free(m);
         free(xml);
 
@@ -1020,8 +1068,8 @@ static void test_define_on_test_driver(void **state) {
         virConnectPtr conn = virConnectOpen("test:///default");
         assert_non_null(conn);
         struct nst_build_context ctx = base_ctx;
-        ctx.hostdevs = hostdevs;
-        ctx.n_hostdevs = 1;
+        ctx.claims = hostdevs;
+        ctx.n_claims = 2;
         for (size_t p = 0; p < NST_ARRAY_SIZE(profiles); p++) {
                 for (enum lt_host h = LT_INTEL_NESTED; h <= LT_TCG; h++) {
                         struct nst_host_caps *caps = lt_caps(h);

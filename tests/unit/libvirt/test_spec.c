@@ -96,6 +96,23 @@ static void test_full_spec(void **state) {
         nst_guest_spec_free(s);
 }
 
+/* Host NUMA nodes: PCI NUMA policies are checked against them. */
+static void test_numa_nodes(void **state) {
+        struct nst_guest_spec *s = lt_spec("{" BASE ", \"numa_nodes\": [1, 0]}");
+        assert_int_equal(s->n_numa_nodes, 2);
+        assert_int_equal(s->numa_nodes[0], 1);
+        assert_int_equal(s->numa_nodes[1], 0);
+        nst_guest_spec_free(s);
+        lt_spec_fails("{" BASE ", \"numa_nodes\": [0, 0]}", "InvalidInput",
+                      "spec.numa_nodes[1]: node 0 is listed twice");
+        lt_spec_fails("{" BASE ", \"numa_nodes\": [64]}", "InvalidInput",
+                      "spec.numa_nodes[0]: must be between 0 and 63, got 64");
+        lt_spec_fails("{" BASE ", \"numa_nodes\": [\"0\"]}", "InvalidInput",
+                      "spec.numa_nodes[0]: must be an integer");
+        lt_spec_fails("{" BASE ", \"numa_nodes\": [0,1,2,3,4,5,6,7,8]}", "InvalidInput",
+                      "spec.numa_nodes: at most 8 entries");
+}
+
 static void test_generated_values_differ(void **state) {
         struct nst_guest_spec *a = lt_spec("{" BASE ", \"nics\": [{\"network\": \"n\"}]}");
         struct nst_guest_spec *b = lt_spec("{" BASE ", \"nics\": [{\"network\": \"n\"}]}");
@@ -405,6 +422,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_minimal_defaults),
                 cmocka_unit_test(test_full_spec),
+                cmocka_unit_test(test_numa_nodes),
                 cmocka_unit_test(test_generated_values_differ),
                 cmocka_unit_test(test_hyperv_false_turns_everything_off),
                 cmocka_unit_test(test_null_is_absent),
