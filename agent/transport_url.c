@@ -43,16 +43,6 @@ static int oom(struct nst_error *err) {
         return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
 }
 
-static int hexval(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Percent-decodes s[0..len) like Python's unquote: a malformed escape is kept
  * literally. An encoded NUL is refused since the result is a C string. */
 static int decode(const char *s, size_t len, bool plus_is_space, char **ret) {
@@ -61,8 +51,8 @@ static int decode(const char *s, size_t len, bool plus_is_space, char **ret) {
                 return -ENOMEM;
         for (size_t i = 0; i < len; i++) {
                 int hi, lo;
-                if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 &&
-                    (lo = hexval(s[i + 2])) >= 0) {
+                if (s[i] == '%' && i + 2 < len && (hi = nst_hex_digit(s[i + 1])) >= 0 &&
+                    (lo = nst_hex_digit(s[i + 2])) >= 0) {
                         if (hi == 0 && lo == 0) {
                                 free(out);
                                 return -EINVAL;

@@ -13,6 +13,17 @@
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _warn_unused_ __attribute__((warn_unused_result))
 
+/* The value of one hex digit (either case), -1 for anything else. */
+static inline int nst_hex_digit(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
 static inline void nst_freep(void *p) {
         free(*(void **)p);
 }

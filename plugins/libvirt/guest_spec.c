@@ -257,23 +257,13 @@ static bool valid_bridge(const char *s) {
         return token_chars(s, 15) && is_alnum(s[0]);
 }
 
-static int hexval(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 bool nst_mac_valid(const char *s) {
         if (strlen(s) != 17)
                 return false;
         unsigned bytes[6], any = 0;
         for (int i = 0; i < 6; i++) {
                 const char *p = s + 3 * i;
-                int hi = hexval(p[0]), lo = hexval(p[1]);
+                int hi = nst_hex_digit(p[0]), lo = nst_hex_digit(p[1]);
                 if (hi < 0 || lo < 0 || (i < 5 && p[2] != ':'))
                         return false;
                 bytes[i] = (unsigned)(hi << 4 | lo);

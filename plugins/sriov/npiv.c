@@ -22,22 +22,12 @@
 #define NODE_NAME_MAX 128
 #define SCSI_HOST_PREFIX "scsi_host"
 
-static int hexval(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Copies n hex digits of s to out in lower case: the index of the first
  * non-hex character, or -1 when all are hex. */
 static ssize_t copy_hex_lower(const char *s, size_t n, char *out) {
         static const char digits[] = "0123456789abcdef";
         for (size_t i = 0; i < n; i++) {
-                int v = hexval(s[i]);
+                int v = nst_hex_digit(s[i]);
                 if (v < 0)
                         return (ssize_t)i;
                 out[i] = digits[v];
@@ -80,7 +70,7 @@ int nst_wwn_parse(const char *s, char out[NST_WWN_LEN], struct nst_error *err) {
                                      "WWN '%s': '%c' is not a hex digit", s, digits[bad]);
         wwn[WWN_DIGITS] = '\0';
 
-        int naa = hexval(wwn[0]);
+        int naa = nst_hex_digit(wwn[0]);
         const char *refusal = naa_refusal(naa);
         if (refusal)
                 return nst_error_set(err, -EINVAL, "InvalidInput", "WWN '%s': NAA type %x %s", s,

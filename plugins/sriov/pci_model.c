@@ -7,20 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
-static int hexval(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 static bool hex_field(const char *s, size_t n, unsigned *ret) {
         unsigned v = 0;
         for (size_t i = 0; i < n; i++) {
-                int h = hexval(s[i]);
+                int h = nst_hex_digit(s[i]);
                 if (h < 0)
                         return false;
                 v = v << 4 | (unsigned)h;

@@ -154,8 +154,8 @@ static void scan_ctx_done(struct scan_ctx *ctx) {
 
 /* ---- phase 1: libpci ---- */
 
-static _Noreturn void on_pci_error(char *msg, ...) _printf_(1, 2);
-static _Noreturn void on_pci_error(char *msg, ...) {
+static __attribute__((noreturn)) void on_pci_error(char *msg, ...) _printf_(1, 2);
+static __attribute__((noreturn)) void on_pci_error(char *msg, ...) {
         struct scan_ctx *ctx = current_scan;
         if (!ctx)
                 abort(); /* only our scans install this handler */

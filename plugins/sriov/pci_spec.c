@@ -105,13 +105,6 @@ static const char *strip(const char *s, char *buf, size_t size) {
         return buf;
 }
 
-static int hexval(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        c = (char)tolower((unsigned char)c);
-        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 enum hex_result { HEX_OK, HEX_BAD, HEX_TOO_BIG };
 
 /* Like Python's int(s, 16) for the inputs that matter: an optional 0x, then
@@ -124,7 +117,7 @@ static enum hex_result parse_hex(const char *s, unsigned max, unsigned *ret) {
         unsigned v = 0;
         bool too_big = false;
         for (; *s; s++) {
-                int h = hexval(*s);
+                int h = nst_hex_digit(*s);
                 if (h < 0)
                         return HEX_BAD;
                 v = v << 4 | (unsigned)h;

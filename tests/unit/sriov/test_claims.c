@@ -15,9 +15,10 @@
 #include <unistd.h>
 
 #include "plugins/sriov/sriov.h"
+#include "sriov_test.h"
 
 struct fixture {
-        char dir[64];
+        struct tree tree;
         char record[128];
         struct sriov s;
         struct nst_libvirt_conn_iface lv;
@@ -58,17 +59,11 @@ static const char *const aliases[] = {
 
 static int setup(void **state) {
         struct fixture *f = calloc(1, sizeof(*f));
-        snprintf(f->dir, sizeof(f->dir), "/tmp/nestor-claims-XXXXXX");
-        assert_non_null(mkdtemp(f->dir));
-        char cmd[512];
-        snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s/tests/fixtures/mkfakesysfs.py %s/t "
-                                   "--fc-hbas 1 --quiet",
-                 getenv("NESTOR_SOURCE_DIR") ? getenv("NESTOR_SOURCE_DIR") : ".", f->dir);
-        assert_int_equal(system(cmd), 0);
-        snprintf(f->record, sizeof(f->record), "%s/vf.jsonl", f->dir);
+        make_tree(&f->tree, "--fc-hbas 1");
+        snprintf(f->record, sizeof(f->record), "%s/vf.jsonl", f->tree.dir);
         struct nst_error err = NST_ERROR_INIT;
         struct sriov *s = &f->s;
-        snprintf(s->cfg.sysfs_root, sizeof(s->cfg.sysfs_root), "%s/t/sys", f->dir);
+        snprintf(s->cfg.sysfs_root, sizeof(s->cfg.sysfs_root), "%s", f->tree.sys);
         memcpy(s->cfg.mac_prefix, "\xfa\x16\x3e", 3);
         snprintf(s->cfg.wwn_oui, sizeof(s->cfg.wwn_oui), "001a4a");
         char vf_spec[160];
@@ -91,9 +86,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
         struct fixture *f = *state;
         nst_sriov_done(&f->s);
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-        assert_int_equal(system(cmd), 0);
+        remove_tree(&f->tree);
         free(f);
         return 0;
 }
@@ -309,5 +302,5 @@ int main(void) {
                                                 setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return cmocka_run_group_tests(tests, NULL, remove_live_trees);
 }
