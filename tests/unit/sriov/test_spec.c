@@ -332,8 +332,8 @@ static void test_first_match_wins(void **state) {
         struct nst_pci_inventory *inv = *state;
         const char *values[] = {
                 "{\"address\": \"0000:03:00.0\", \"physical_network\": \"a\"}",
-                "[{\"devname\": \"enp3s0f1v0\", \"physical_network\": \"b\"},"
-                " {\"vendor_id\": \"8086\", \"physical_network\": \"c\"}]",
+                ("[{\"devname\": \"enp3s0f1v0\", \"physical_network\": \"b\"},"
+                 " {\"vendor_id\": \"8086\", \"physical_network\": \"c\"}]"),
                 "{\"physical_network\": \"d\"}",
                 "{\"vendor_id\": \"8086\", \"physical_network\": \"never\"}",
         };
@@ -752,8 +752,8 @@ static void test_apply_cost(void **state) {
         const char *values[] = {
                 "{\"address\": \"0000:10:00.0\", \"physical_network\": \"p0\"}",
                 "{\"devname\": \"ens1f0\", \"physical_network\": \"p1\", \"trusted\": true}",
-                "{\"address\": {\"domain\": \"0000\", \"bus\": \"2[2-3]\"},"
-                " \"physical_network\": \"p23\"}",
+                ("{\"address\": {\"domain\": \"0000\", \"bus\": \"2[2-3]\"},"
+                 " \"physical_network\": \"p23\"}"),
                 "{\"vendor_id\": \"10de\", \"address\": \"*:*:*.*\"}",
                 "{\"vendor_id\": \"15b3\"}",
         };
