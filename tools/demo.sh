@@ -15,17 +15,26 @@ cmake --preset default >/dev/null
 cmake --build --preset default -j "$(nproc)" >/dev/null
 
 work=$(mktemp -d /tmp/nestor-demo.XXXXXX)
+# A fake dual-port SR-IOV NIC (4 VFs per port): no hardware needed.
+/usr/bin/python3 tests/fixtures/mkfakesysfs.py "$work/fake" --quiet
 cat >"$work/nestor.conf" <<CONF
 [DEFAULT]
 transport_url = rabbit://guest:guest@localhost:5672/
 host = demo-node
 state_path = $work/state
 plugin_dir = $PWD/build/plugins
-enabled_plugins = libvirt
+enabled_plugins = libvirt, sriov
 
 [libvirt]
 # The in-process test driver: no libvirtd needed. qemu:///system on a real node.
 uri = test:///default
+
+[pci]
+# The fake card instead of /sys; VF settings written to a file, not the kernel.
+sysfs_root = $work/fake/sys
+vf_config = record:$work/vf-settings.jsonl
+device_spec = {"address": "0000:03:00.0", "physical_network": "physnet1"}
+alias = {"name": "vf", "vendor_id": "8086", "product_id": "10ed", "device_type": "type-VF"}
 CONF
 
 build/nestor-agent --config-file "$work/nestor.conf" 2>"$work/agent.log" &
@@ -52,9 +61,14 @@ done
 ctl --host demo-node call ping
 ctl --host demo-node --json call ping
 ctl --host demo-node call get_host_capabilities
+ctl --host demo-node call pci_pools
+ctl --host demo-node call pci_diagnose
 ctl --host demo-node call spawn --args '{"spec": {"name": "demo-vm", "vcpus": 2, "memory_mb": 512,
-        "disks": [{"size_gb": 1}], "nics": [{"network": "default"}]}}'
+        "disks": [{"size_gb": 1}], "nics": [{"network": "default"}],
+        "pci_requests": [{"vnic_type": "direct", "physical_network": "physnet1", "vlan": 100}]}}'
 ctl --host demo-node call list_instances
+ctl --host demo-node call pci_list_devices --args '{"fields": ["address", "type", "state", "owner"],
+        "filter": {"parent": "0000:03:00.0"}}'
 ctl --host demo-node call power_off --args '{"instance": "demo-vm", "timeout": 1}'
 ctl --host demo-node call get_info --args '{"instance": "demo-vm"}'
 ctl --host demo-node call destroy --args '{"instance": "demo-vm"}'
