@@ -13,6 +13,9 @@
 
 #include "agent/clock.h"
 #include "agent/log.h"
+#include "messages/envelope.h"
+#include "messages/json_util.h"
+#include "messages/rpc_message.h"
 
 int nst_host_new(struct nst_config *cfg, const char *host_name, struct nst_host **ret) {
         struct nst_host *h = calloc(1, sizeof(*h));
@@ -56,6 +59,7 @@ void nst_host_free(struct nst_host *h) {
         nst_timers_done(&h->timers);
         pthread_mutex_destroy(&h->timers_lock);
         nst_dispatcher_free(h->dispatcher);
+        free(h->cast_exchange);
         free(h->host_name);
         free(h);
 }
@@ -265,6 +269,105 @@ int nst_host_notify(struct nst_host *h, const char *event_type, enum nst_priorit
                                      "notifications are not available before the agent starts");
         }
         return nst_notifier_publish(h->notifier, event_type, priority, payload, context, err);
+}
+
+/* ---- casts through the agent's connection ---- */
+
+#define CAST_TOPIC_MAX 200 /* "<topic>_fanout" must stay an AMQP short string */
+
+int nst_host_attach_transport(struct nst_host *h, struct nst_outbox *outbox,
+                              const char *exchange) {
+        char *copy = strdup(exchange);
+        if (!copy)
+                return -ENOMEM;
+        free(h->cast_exchange);
+        h->cast_exchange = copy;
+        __atomic_store_n(&h->outbox, outbox, __ATOMIC_RELEASE);
+        return 0;
+}
+
+void nst_host_detach_transport(struct nst_host *h, struct nst_outbox *outbox) {
+        if (h->outbox != outbox)
+                return;
+        __atomic_store_n(&h->outbox, NULL, __ATOMIC_RELEASE);
+        __atomic_store_n(&h->connected, 0, __ATOMIC_RELEASE);
+        free(h->cast_exchange);
+        h->cast_exchange = NULL;
+}
+
+void nst_host_set_connected(struct nst_host *h, bool connected) {
+        /* The generation goes up before the flag, so a plugin that sees the
+         * connection up never pairs it with the previous generation. */
+        if (connected)
+                __atomic_add_fetch(&h->connection_generation, 1, __ATOMIC_ACQ_REL);
+        __atomic_store_n(&h->connected, connected ? 1 : 0, __ATOMIC_RELEASE);
+}
+
+uint64_t nst_host_connection_generation(const struct nst_host *h) {
+        return __atomic_load_n(&h->connection_generation, __ATOMIC_ACQUIRE);
+}
+
+static int check_cast(const char *topic, const char *method, json_object *args, unsigned flags,
+                      struct nst_error *err) {
+        if (!topic || !*topic || strlen(topic) > CAST_TOPIC_MAX)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "cast: the topic must be 1 to %d bytes", CAST_TOPIC_MAX);
+        if (!method || !*method)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "cast to %s: the method name is empty", topic);
+        if (args && !json_object_is_type(args, json_type_object))
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "cast %s to %s: args must be a JSON object", method, topic);
+        if (flags & ~NST_CAST_BEST_EFFORT)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "cast %s to %s: unknown flags 0x%x", method, topic,
+                                     flags & ~NST_CAST_BEST_EFFORT);
+        return 0;
+}
+
+int nst_host_cast(struct nst_host *h, const char *topic, bool fanout, const char *method,
+                  json_object *args, unsigned flags, struct nst_error *err) {
+        _cleanup_json_ json_object *owned_args = args;
+        _cleanup_json_ json_object *msg = NULL;
+        bool best_effort = flags & NST_CAST_BEST_EFFORT;
+        char exchange[CAST_TOPIC_MAX + sizeof("_fanout")];
+        char *body;
+        size_t len;
+
+        int r = check_cast(topic, method, args, flags, err);
+        if (r < 0)
+                return r;
+        struct nst_outbox *outbox = __atomic_load_n(&h->outbox, __ATOMIC_ACQUIRE);
+        if (!outbox)
+                return nst_error_set(err, -ENOTCONN, "MessageDeliveryFailure",
+                                     "cast %s to %s: the agent has no broker transport", method,
+                                     topic);
+        if (best_effort && !__atomic_load_n(&h->connected, __ATOMIC_ACQUIRE)) {
+                log_debug("not connected to the broker: best-effort cast %s to %s dropped",
+                          method, topic);
+                return nst_error_set(err, -ENOTCONN, "MessageDeliveryFailure",
+                                     "cast %s to %s dropped: not connected to the broker",
+                                     method, topic);
+        }
+
+        r = nst_rpc_request_build(method, args, NULL, NULL, NULL, NULL, NULL, 0, &msg, err);
+        if (r < 0)
+                return r;
+        r = nst_envelope_encode(msg, &body, &len, err);
+        if (r < 0)
+                return r;
+        if (fanout)
+                snprintf(exchange, sizeof(exchange), "%s_fanout", topic);
+        /* oslo's fanout casts carry an empty routing key (the exchange ignores it). */
+        struct nst_outbox_item *it = nst_outbox_item_publish(fanout ? exchange : h->cast_exchange,
+                                                             fanout ? "" : topic, body, len,
+                                                             false);
+        if (!it)
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        it->declare_fanout = fanout;
+        it->transient = best_effort;
+        nst_outbox_push(outbox, it);
+        return 0;
 }
 
 json_object *nst_host_collect_report(struct nst_host *h) {

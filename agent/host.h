@@ -9,6 +9,7 @@
 
 #include "agent/dispatcher.h"
 #include "agent/notifier.h"
+#include "agent/outbox.h"
 #include "agent/plugin.h"
 #include "agent/timer.h"
 
@@ -49,6 +50,13 @@ struct nst_host {
         const char *initializing;      /* plugin whose init() is running, for ownership */
 
         struct nst_notifier *notifier; /* NULL until the transport exists */
+
+        /* Where nst_host_cast() publishes: set by the RPC server that owns
+         * the connection (rpc_server.c), before plugins start. */
+        struct nst_outbox *outbox;     /* NULL while no RPC server is attached */
+        char *cast_exchange;           /* control_exchange */
+        int connected;                 /* atomic: the I/O thread has a live session */
+        uint64_t connection_generation; /* atomic: successful (re)connects so far */
 };
 
 int nst_host_new(struct nst_config *cfg, const char *host_name, struct nst_host **ret);
@@ -66,6 +74,16 @@ int nst_host_load_plugins(struct nst_host *h, const char *dir, const char *const
 int nst_host_start_plugins(struct nst_host *h, struct nst_error *err);
 /* Calls stop() of every live plugin in reverse order. Idempotent. */
 void nst_host_stop_plugins(struct nst_host *h);
+
+/* The RPC server attaches its outbox and exchange so plugins can cast
+ * through its connection, and reports the connection state from its I/O
+ * thread. attach replaces an earlier attachment; detach is a no-op when
+ * another outbox is attached. Neither may run while plugins are started. */
+int nst_host_attach_transport(struct nst_host *h, struct nst_outbox *outbox,
+                              const char *exchange);
+void nst_host_detach_transport(struct nst_host *h, struct nst_outbox *outbox);
+/* true: a session is up (and the connection generation goes up by one). */
+void nst_host_set_connected(struct nst_host *h, bool connected);
 
 /* [{"name", "description"}] of loaded plugins (owned). */
 json_object *nst_host_describe_plugins(const struct nst_host *h);

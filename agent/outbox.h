@@ -21,8 +21,10 @@ struct nst_outbox_item {
         size_t body_len;
         bool mandatory;
         bool declare_queue;   /* notifications: declare+bind a queue named routing_key first */
+        bool declare_fanout;  /* fanout casts: declare `exchange` as oslo's fanout exchange first */
         uint64_t call_id;     /* non-zero: this item ends that call's heartbeats */
-        bool transient;       /* not worth republishing after a reconnect (heartbeats) */
+        bool transient;       /* best effort: dropped, not kept, while there is no connection,
+                               * and not republished after a reconnect (heartbeats, reports) */
         uint64_t seq;         /* I/O thread bookkeeping: publisher-confirm delivery tag */
 };
 

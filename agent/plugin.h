@@ -85,6 +85,45 @@ const char *nst_host_name(const struct nst_host *h); /* the `host` option */
  * published by the I/O thread with publisher confirms. */
 int nst_host_notify(struct nst_host *h, const char *event_type, enum nst_priority priority,
                     json_object *payload, json_object *context, struct nst_error *err);
+
+/* nst_host_cast() flags. */
+#define NST_CAST_BEST_EFFORT 0x1u /* drop rather than keep while the broker is away */
+
+/* Publishes an oslo RPC cast (2.0 envelope, no reply, no version: "1.0")
+ * of method(**args) through the agent's own connection.
+ *   fanout false: to the control exchange with routing key `topic`, as an
+ *                 oslo RPCClient cast to Target(topic) does (pass
+ *                 "<topic>.<server>" to address one server);
+ *   fanout true:  to exchange "<topic>_fanout" (declared by the agent as
+ *                 oslo does, once per connection), so every oslo RPC server
+ *                 with Target(topic=topic, fanout=True) gets a copy and,
+ *                 with no consumer, the broker drops it.
+ * args is taken on every path (NULL means {}); it must be an object.
+ *
+ * Never blocks: the message is handed to the I/O thread. Without flags it
+ * is kept while the broker is away and republished until confirmed, like a
+ * reply or a notification. With NST_CAST_BEST_EFFORT it is for state that
+ * the next message supersedes (periodic reports): when there is no
+ * connection now the call returns -ENOTCONN (class MessageDeliveryFailure,
+ * logged at debug only) and nothing is kept; a message accepted (0) may
+ * still be lost if the connection drops before the broker takes it, and is
+ * never republished after a reconnect. Use nst_host_connection_generation()
+ * to tell when to send a full state again.
+ *
+ * Thread-safe; callable from start() until stop() (-ENOTCONN when the
+ * agent has no transport, e.g. in unit tests). Other errors: -EINVAL
+ * (InvalidInput: empty topic or method, topic over 200 bytes, args not an
+ * object, unknown flags), -ENOMEM. */
+int nst_host_cast(struct nst_host *h, const char *topic, bool fanout, const char *method,
+                  json_object *args, unsigned flags, struct nst_error *err);
+
+/* How many times the agent has connected to the broker (0 before the first
+ * connection; +1 on every successful reconnect). A plugin that sends deltas
+ * remembers the generation its last message went out on and sends a full
+ * state when it changed: consumers may have missed anything in between.
+ * Thread-safe. */
+uint64_t nst_host_connection_generation(const struct nst_host *h);
+
 /* Collects every registered report section into one object (owned). */
 json_object *nst_host_collect_report(struct nst_host *h);
 

@@ -290,6 +290,7 @@ static void run_call(void *data) {
  * lock, so the worker never reads the task array. */
 struct timer_job {
         struct nst_host *host;
+        struct nst_outbox *outbox;
         int index;
         void (*fn)(void *userdata);
         void *userdata;
@@ -302,6 +303,10 @@ static void run_timer(void *data) {
         pthread_mutex_lock(&j->host->timers_lock);
         nst_timers_finished(&j->host->timers, j->index);
         pthread_mutex_unlock(&j->host->timers_lock);
+        /* The I/O thread left this task out of its poll timeout while it
+         * ran: wake it to schedule the next run, or it may sleep through it
+         * (up to MAX_POLL_MS when nothing else happens, e.g. broker down). */
+        nst_outbox_wake(j->outbox);
         free(j);
 }
 
@@ -323,6 +328,7 @@ static void session_teardown(struct nst_rpc_server *s, int64_t now, const char *
         s->session = NULL;
         clear_declared(s);
         __atomic_store_n(&s->stats.connected, 0, __ATOMIC_RELAXED);
+        nst_host_set_connected(s->host, false);
 
         /* What the broker did not confirm goes out again on the next session;
          * heartbeats are stale by then and are dropped. */
@@ -417,6 +423,7 @@ static void session_try_connect(struct nst_rpc_server *s, int64_t now) {
         s->failures_since_up = 0;
         nst_reconnect_connected(&s->reconnect, now);
         __atomic_store_n(&s->stats.connected, 1, __ATOMIC_RELAXED);
+        nst_host_set_connected(s->host, true);
         if (s->reconnect.n_connects > 1)
                 STAT_INC(s, reconnects);
         log_info("connected to %s:%d vhost %s (heartbeat %d s), serving %s and %s on %s",
@@ -459,8 +466,20 @@ static int declare_notification_queue(struct nst_rpc_server *s, const char *exch
         return 0;
 }
 
+/* A fanout cast's exchange, with the flags oslo's fanout senders and
+ * servers use. Before every publish, not once per session: it is
+ * auto-delete, so the broker removes it whenever the last queue bound to it
+ * goes (a listener stopping), and publishing to a missing exchange makes the
+ * broker close the channel, taking the whole session down. */
+static int declare_fanout_exchange(struct nst_rpc_server *s, const char *exchange,
+                                   struct nst_error *err) {
+        return nst_amqp_declare_exchange(s->session, exchange, "fanout", false, true, err);
+}
+
 static void keep_pending(struct nst_rpc_server *s, struct nst_outbox_item *it) {
         if (it->transient) {
+                log_debug("no broker connection: dropped a best-effort message to %s/%s",
+                          it->exchange, it->routing_key);
                 nst_outbox_item_free(it);
                 return;
         }
@@ -485,6 +504,11 @@ static void publish_item(struct nst_rpc_server *s, struct nst_outbox_item *it, i
         }
         if (it->declare_queue) {
                 r = declare_notification_queue(s, it->exchange, it->routing_key, &err);
+                if (r < 0)
+                        goto broken;
+        }
+        if (it->declare_fanout) {
+                r = declare_fanout_exchange(s, it->exchange, &err);
                 if (r < 0)
                         goto broken;
         }
@@ -821,6 +845,7 @@ int nst_rpc_server_run(struct nst_rpc_server *s) {
                                 struct timer_job *j = malloc(sizeof(*j));
                                 if (j)
                                         *j = (struct timer_job){.host = s->host,
+                                                                .outbox = s->outbox,
                                                                 .index = idx,
                                                                 .fn = t->fn,
                                                                 .userdata = t->userdata};
@@ -926,6 +951,10 @@ int nst_rpc_server_new(const struct nst_rpc_server_config *c, struct nst_host *h
                 nst_rpc_server_free(s);
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         }
+        if (nst_host_attach_transport(host, outbox, c->exchange) < 0) {
+                nst_rpc_server_free(s);
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        }
         nst_dedup_init(&s->dedup);
         nst_reconnect_init(&s->reconnect, c->url->n_hosts, c->min_backoff_ms, c->max_backoff_ms,
                            (unsigned)getpid() ^ (unsigned)nst_now_ms(), nst_now_ms());
@@ -936,6 +965,7 @@ int nst_rpc_server_new(const struct nst_rpc_server_config *c, struct nst_host *h
 void nst_rpc_server_free(struct nst_rpc_server *s) {
         if (!s)
                 return;
+        nst_host_detach_transport(s->host, s->outbox);
         nst_amqp_free(s->session);
         clear_declared(s);
         queue_free_all(&s->pending);

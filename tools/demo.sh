@@ -23,7 +23,7 @@ transport_url = rabbit://guest:guest@localhost:5672/
 host = demo-node
 state_path = $work/state
 plugin_dir = $PWD/build/plugins
-enabled_plugins = libvirt, sriov
+enabled_plugins = libvirt, sriov, inventory
 
 [libvirt]
 # The in-process test driver: no libvirtd needed. qemu:///system on a real node.
@@ -35,6 +35,11 @@ sysfs_root = $work/fake/sys
 vf_config = record:$work/vf-settings.jsonl
 device_spec = {"address": "0000:03:00.0", "physical_network": "physnet1"}
 alias = {"name": "vf", "vendor_id": "8086", "product_id": "10ed", "device_type": "type-VF"}
+
+[inventory]
+# Liveness and inventory reports every 2 s (10 s by default).
+report_interval = 2
+initial_report_delay = 1
 CONF
 
 build/nestor-agent --config-file "$work/nestor.conf" 2>"$work/agent.log" &
@@ -69,6 +74,9 @@ ctl --host demo-node call spawn --args '{"spec": {"name": "demo-vm", "vcpus": 2,
 ctl --host demo-node call list_instances
 ctl --host demo-node call pci_list_devices --args '{"fields": ["address", "type", "state", "owner"],
         "filter": {"parent": "0000:03:00.0"}}'
+ctl --host demo-node call inventory_query --args '{"type": "instance",
+        "fields": ["name", "power_state", "vcpus", "memory_mb"]}'
+ctl services --wait 3 --state "$work/services.json"
 ctl --host demo-node call power_off --args '{"instance": "demo-vm", "timeout": 1}'
 ctl --host demo-node call get_info --args '{"instance": "demo-vm"}'
 ctl --host demo-node call destroy --args '{"instance": "demo-vm"}'

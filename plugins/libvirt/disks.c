@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agent/clock.h"
+#include "agent/fs_util.h"
 #include "messages/json_util.h"
 
 extern char **environ;
@@ -261,31 +262,14 @@ void nst_disk_plan_done(struct nst_disk_plan *plan) {
         plan->n = 0;
 }
 
-static int mkdir_p(char *path, mode_t mode) {
-        for (char *s = strchr(path + 1, '/');; s = strchr(s + 1, '/')) {
-                if (s)
-                        *s = '\0';
-                int r = mkdir(path, mode) < 0 && errno != EEXIST ? -errno : 0;
-                if (s)
-                        *s = '/';
-                if (r < 0)
-                        return r;
-                if (!s)
-                        return 0;
-        }
-}
-
 int nst_instance_dir_create(const char *instances_path, const char *uuid, struct nst_error *err) {
         char dir[4096];
         int r = nst_instance_dir(dir, sizeof(dir), instances_path, uuid);
         if (r < 0)
                 return nst_error_set(err, r, "InvalidInput", "bad instance directory for %s",
                                      uuid);
-        _cleanup_free_ char *parent = strdup(instances_path);
-        if (!parent)
-                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         /* QEMU runs as another user (libvirt-qemu) and must traverse to the disks. */
-        if ((r = mkdir_p(parent, 0755)) < 0)
+        if ((r = nst_mkdir_p(instances_path, 0755)) < 0)
                 return nst_error_set(err, r, "StorageError", "cannot create %s: %s",
                                      instances_path, strerror(-r));
         if (mkdir(dir, 0711) < 0) {

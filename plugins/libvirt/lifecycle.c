@@ -640,17 +640,29 @@ static void count_state(void *ud, virDomainPtr dom, const char *profile, int sta
         json_object_object_add(by, s, json_object_new_int(n + 1));
 }
 
+/* Counted from the instance table (kept by spawn, destroy and events) and
+ * one state query per domain: a report every few seconds must not parse
+ * every domain's XML. */
 json_object *nst_lv_instances_report(struct lv_plugin *p) {
         virConnectPtr conn;
         if (nst_lv_conn_get(p->conn, &conn, NULL) < 0)
                 return NULL;
-        json_object *by = json_object_new_object();
-        int r = each_instance(p, conn, count_state, by, NULL);
+        virDomainPtr *doms = NULL;
+        int n = virConnectListAllDomains(conn, &doms, 0);
         virConnectClose(conn);
-        if (r < 0) {
-                json_object_put(by);
+        if (n < 0)
                 return NULL;
+        json_object *by = json_object_new_object();
+        for (int i = 0; i < n; i++) {
+                char uuid[VIR_UUID_STRING_BUFLEN];
+                int state, reason;
+                if (virDomainGetUUIDString(doms[i], uuid) == 0 && nst_inv_get(p->inv, uuid, NULL) &&
+                    virDomainGetState(doms[i], &state, &reason, 0) == 0)
+                        count_state(by, doms[i], NULL, state);
+                virDomainFree(doms[i]);
         }
+        free(doms);
+        virResetLastError();
         int total = 0;
         json_object_object_foreach(by, k, v) {
                 (void)k;

@@ -17,6 +17,7 @@
 #include "plugins/libvirt/domain_xml.h"
 #include "plugins/libvirt/guest_spec.h"
 #include "plugins/libvirt/host_caps.h"
+#include "plugins/inventory/inventory_iface.h"
 #include "plugins/libvirt/inventory.h"
 #include "plugins/libvirt/lv_iface.h"
 #include "plugins/libvirt/profiles.h"
@@ -64,6 +65,8 @@ struct lv_plugin {
         /* PCI claims (the sriov plugin), NULL when it is not enabled. */
         const struct nst_pci_claims *pci;
         struct nst_libvirt_conn_iface conn_iface; /* lent to other plugins */
+        /* The inventory plugin (objects.c), NULL when it is not enabled. */
+        const struct nst_inventory_iface *inventory;
 
         /* The random part of a generated MAC (3 bytes); tests script it. */
         int (*mac_random)(void *userdata, unsigned char out[3]);
@@ -161,6 +164,13 @@ int nst_lv_get_xml(struct lv_plugin *p, json_object *ctx, json_object *args, jso
 /* The report's instance counts: {"total": n, "by_state": {state: n}} or
  * NULL when libvirt cannot be reached. */
 json_object *nst_lv_instances_report(struct lv_plugin *p);
+
+/* ---- objects.c: instances for the inventory plugin ---- */
+
+/* Registers the "instance" collection when the inventory plugin is there. */
+int nst_lv_register_objects(struct lv_plugin *p, struct nst_error *err);
+/* An instance was created, changed state or went away. */
+void nst_lv_objects_changed(struct lv_plugin *p);
 
 /* ---- events.c ---- */
 

@@ -355,6 +355,8 @@ static int start(void *priv, struct nst_error *err) {
                 return nst_error_set(err, r, "MemoryError", "out of memory");
         /* Before connecting: the first connect restores recorded claims. */
         p->pci = nst_host_lookup(p->host, NST_PCI_CLAIMS_IFACE);
+        if ((r = nst_lv_register_objects(p, err)) < 0)
+                return r;
         /* Host capabilities are probed lazily: libvirtd may come up after the
          * agent; the connection keeps trying in the background. */
         const struct nst_lv_conn_opts copts = {

@@ -13,6 +13,7 @@
 #include "agent/log.h"
 #include "agent/plugin.h"
 #include "messages/json_util.h"
+#include "plugins/inventory/inventory_iface.h"
 #include "plugins/sriov/npiv.h"
 #include "plugins/sriov/pci_diagnose.h"
 #include "plugins/sriov/sriov.h"
@@ -340,6 +341,88 @@ static int pci_rescan(struct sriov_plugin *p, json_object *args, json_object **r
         return r < 0 ? r : nst_sriov_rescan(&p->s, ret, err);
 }
 
+/* ---- objects for the inventory plugin ---- */
+
+static const struct nst_inventory_field device_object_fields[] = {
+        {"address", NST_INV_KIND_STRING},   {"vendor_id", NST_INV_KIND_STRING},
+        {"product_id", NST_INV_KIND_STRING}, {"class", NST_INV_KIND_STRING},
+        {"type", NST_INV_KIND_STRING},      {"numa_node", NST_INV_KIND_INT},
+        {"driver", NST_INV_KIND_STRING},    {"netdev", NST_INV_KIND_STRING},
+        {"parent", NST_INV_KIND_STRING},    {"state", NST_INV_KIND_STRING},
+        {"owner", NST_INV_KIND_STRING},     {"tags", NST_INV_KIND_OBJECT},
+};
+
+static const struct nst_inventory_field pool_object_fields[] = {
+        {"vendor_id", NST_INV_KIND_STRING}, {"product_id", NST_INV_KIND_STRING},
+        {"numa_node", NST_INV_KIND_INT},    {"dev_type", NST_INV_KIND_STRING},
+        {"tags", NST_INV_KIND_OBJECT},      {"parent_ifname", NST_INV_KIND_STRING},
+        {"remote_managed", NST_INV_KIND_STRING}, {"total", NST_INV_KIND_INT},
+        {"free", NST_INV_KIND_INT},         {"claimed", NST_INV_KIND_INT},
+};
+
+static int list_devices(void *ud, json_object **ret, struct nst_error *err) {
+        struct sriov *s = &((struct sriov_plugin *)ud)->s;
+        json_object *all = json_object_new_object();
+        pthread_mutex_lock(&s->lock);
+        for (size_t k = 0; s->inv && k < s->inv->n; k++) {
+                json_object *o = json_object_new_object();
+                for (size_t i = 0; i < NST_ARRAY_SIZE(device_object_fields); i++)
+                        json_object_object_add(o, device_object_fields[i].name,
+                                               device_field(s, k, device_object_fields[i].name));
+                json_object_object_add(all, s->inv->fns[k].address, o);
+        }
+        pthread_mutex_unlock(&s->lock);
+        *ret = all;
+        return 0;
+}
+
+/* A pool's id: its key, as nova keys pools. */
+static void pool_id(json_object *pool, char *buf, size_t size) {
+        size_t len = 0;
+        static const char *const keys[] = {"vendor_id", "product_id", "numa_node", "dev_type",
+                                           "parent_ifname", "remote_managed"};
+        for (size_t i = 0; i < NST_ARRAY_SIZE(keys) && len < size; i++) {
+                json_object *v = json_object_object_get(pool, keys[i]);
+                len += (size_t)snprintf(buf + len, size - len, "%s%s", i ? ":" : "",
+                                        v ? json_object_get_string(v) : "-");
+        }
+        json_object_object_foreach(json_object_object_get(pool, "tags"), key, val) {
+                if (len < size)
+                        len += (size_t)snprintf(buf + len, size - len, ":%s=%s", key,
+                                                json_object_get_string(val));
+        }
+}
+
+static int list_pools(void *ud, json_object **ret, struct nst_error *err) {
+        struct sriov *s = &((struct sriov_plugin *)ud)->s;
+        pthread_mutex_lock(&s->lock);
+        _cleanup_json_ json_object *pools = nst_pci_alloc_pools_json(s->alloc);
+        pthread_mutex_unlock(&s->lock);
+        json_object *all = json_object_new_object();
+        for (size_t i = 0; i < json_object_array_length(pools); i++) {
+                json_object *pool = json_object_array_get_idx(pools, i);
+                char id[512];
+                pool_id(pool, id, sizeof(id));
+                json_object_object_add(all, id, json_object_get(pool));
+        }
+        *ret = all;
+        return 0;
+}
+
+static int register_objects(struct sriov_plugin *p, struct nst_error *err) {
+        const struct nst_inventory_iface *inv = nst_host_lookup(p->host, NST_INVENTORY_IFACE);
+        if (!inv)
+                return 0;
+        int r = inv->register_collection(inv->self, "pci_device", device_object_fields,
+                                         NST_ARRAY_SIZE(device_object_fields), list_devices, p,
+                                         err);
+        if (r >= 0)
+                r = inv->register_collection(inv->self, "pci_pool", pool_object_fields,
+                                             NST_ARRAY_SIZE(pool_object_fields), list_pools, p,
+                                             err);
+        return r;
+}
+
 /* ---- binding ---- */
 
 typedef int (*sriov_method_fn)(struct sriov_plugin *p, json_object *args, json_object **ret,
@@ -513,7 +596,7 @@ static int read_config(struct sriov_plugin *p, struct nst_error *err) {
 static int start(void *priv, struct nst_error *err) {
         struct sriov_plugin *p = priv;
         int r = read_config(p, err); /* what it made is freed at stop */
-        if (r < 0)
+        if (r < 0 || (r = register_objects(p, err)) < 0)
                 return r;
         p->s.libvirt = nst_host_lookup(p->host, NST_LIBVIRT_CONN_IFACE);
         /* A host without SR-IOV still scans fine (nothing assignable); a
