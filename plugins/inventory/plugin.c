@@ -67,6 +67,9 @@ struct inv_plugin {
         uint64_t reported_generation;  /* connection generation it went out on */
         bool reported_any;
         uint64_t reports_sent, reports_full;
+        /* What the instances use, from the last pull of "instance". */
+        bool usage_known;
+        int64_t vcpus_used, memory_mb_used, instances;
         double last_report_cpu_ms;
         size_t last_report_bytes;
 };
@@ -152,6 +155,8 @@ static const struct nst_inventory_field host_fields[] = {
         {"threads", NST_INV_KIND_INT},
         {"sockets", NST_INV_KIND_INT},
         {"total_mb", NST_INV_KIND_INT},
+        {"vcpus_used", NST_INV_KIND_INT},
+        {"memory_mb_used", NST_INV_KIND_INT},
 };
 
 static void add_section(json_object *all, const char *id, json_object *section) {
@@ -163,11 +168,52 @@ static void add_section(json_object *all, const char *id, json_object *section) 
         json_object_object_add(all, id, section);
 }
 
+/* Sums what the instances take, as the "usage" section shows it. */
+static void note_usage(struct inv_plugin *p, json_object *instances) {
+        int64_t vcpus = 0, memory = 0, n = 0;
+        json_object_object_foreach(instances, id, o) {
+                (void)id;
+                vcpus += json_object_get_int64(json_object_object_get(o, "vcpus"));
+                memory += json_object_get_int64(json_object_object_get(o, "memory_mb"));
+                n++;
+        }
+        pthread_mutex_lock(&p->lock);
+        p->usage_known = true;
+        p->vcpus_used = vcpus;
+        p->memory_mb_used = memory;
+        p->instances = n;
+        pthread_mutex_unlock(&p->lock);
+}
+
+static json_object *int_or_null(bool known, int64_t v) {
+        return known ? json_object_new_int64(v) : NULL;
+}
+
+/* vCPUs and memory: what the host has and what its instances take. */
+static json_object *usage_section(struct inv_plugin *p, json_object *topology,
+                                  json_object *memory) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "vcpus_total",
+                               json_object_get(json_object_object_get(topology, "threads")));
+        json_object_object_add(o, "memory_mb_total",
+                               json_object_get(json_object_object_get(memory, "total_mb")));
+        pthread_mutex_lock(&p->lock);
+        json_object_object_add(o, "vcpus_used", int_or_null(p->usage_known, p->vcpus_used));
+        json_object_object_add(o, "memory_mb_used",
+                               int_or_null(p->usage_known, p->memory_mb_used));
+        json_object_object_add(o, "instances", int_or_null(p->usage_known, p->instances));
+        pthread_mutex_unlock(&p->lock);
+        return o;
+}
+
 /* The host's sections, one object each. */
 static json_object *host_objects(struct inv_plugin *p) {
         json_object *all = json_object_new_object();
-        add_section(all, "topology", nst_topology_json("/sys"));
-        add_section(all, "memory", nst_memory_json("/proc/meminfo"));
+        json_object *topology = nst_topology_json("/sys"), *memory = nst_memory_json(
+                                                                   "/proc/meminfo");
+        add_section(all, "usage", usage_section(p, topology, memory));
+        add_section(all, "topology", topology);
+        add_section(all, "memory", memory);
         add_section(all, "disk", nst_disk_json(p->state_path));
         json_object *report = nst_host_collect_report(p->host);
         json_object_object_foreach(report, name, section) {
@@ -199,6 +245,8 @@ static void refresh(struct inv_plugin *p, const char *type) {
                         r = colls[i].list(colls[i].userdata, &objs, &err);
                 else
                         objs = host_objects(p);
+                if (r >= 0 && strcmp(t, "instance") == 0)
+                        note_usage(p, objs);
                 if (r < 0) {
                         log_debug("inventory: %s not refreshed: %s", t, err.message);
                         continue;

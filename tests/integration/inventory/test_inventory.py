@@ -104,7 +104,12 @@ def main():
                 delta = ctl.wait(lambda r: not r.get("full") and sum(
                     1 for c in r["changes"] if c["type"] == "instance" and c["op"] == "created")
                     == 3, 30, "with the three new instances")
-                full_bytes = len(json.dumps(client.call({}, "inventory_report", full=True)))
+                full = client.call({}, "inventory_report", full=True)
+                full_bytes = len(json.dumps(full))
+                usage = full["objects"]["host"]["usage"]
+                check(usage["vcpus_used"] == 3 and usage["memory_mb_used"] == 3 * 64 and
+                      usage["instances"] == 3 and usage["vcpus_total"] >= 1,
+                      "usage: %s" % usage)
 
                 # Queries: exactly the fields asked for, paged.
                 page = client.call({}, "inventory_query", type="instance",
