@@ -299,8 +299,9 @@ static int unknown_type(struct inv_plugin *p, const char *method, const char *ty
                              "%s: unknown type '%.64s' (this node has: %s)", method, type, known);
 }
 
-static int inventory_query(struct inv_plugin *p, json_object *args, json_object **ret,
+static int inventory_query(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                            struct nst_error *err) {
+        struct inv_plugin *p = ud;
         static const char *const allowed[] = {"type", "fields", "filter", "limit", "marker",
                                               NULL};
         const char *type = NULL, *marker = NULL;
@@ -322,8 +323,9 @@ static int inventory_query(struct inv_plugin *p, json_object *args, json_object 
         return r < 0 ? nst_error_prefix(err, "inventory_query") : 0;
 }
 
-static int inventory_changes(struct inv_plugin *p, json_object *args, json_object **ret,
+static int inventory_changes(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                              struct nst_error *err) {
+        struct inv_plugin *p = ud;
         static const char *const allowed[] = {"since", "epoch", "type", "limit", NULL};
         const char *type = NULL, *epoch = NULL;
         int64_t since = -1, limit = 0;
@@ -379,8 +381,9 @@ static int build_report(struct inv_plugin *p, bool full, json_object **ret,
         return 0;
 }
 
-static int inventory_report(struct inv_plugin *p, json_object *args, json_object **ret,
+static int inventory_report(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                             struct nst_error *err) {
+        struct inv_plugin *p = ud;
         static const char *const allowed[] = {"full", NULL};
         bool full = true;
         int r = check_args(args, "inventory_report", allowed, err);
@@ -467,29 +470,11 @@ static void liveness_tick(void *ud) {
 
 /* ---- module ---- */
 
-typedef int (*inv_method_fn)(struct inv_plugin *p, json_object *args, json_object **ret,
-                             struct nst_error *err);
-
-static const struct {
-        const char *name;
-        inv_method_fn fn;
-} methods[] = {
-        {"inventory_query", inventory_query},
-        {"inventory_changes", inventory_changes},
-        {"inventory_report", inventory_report},
+static const struct nst_method methods[] = {
+        {"inventory_query", "1.0", inventory_query, NULL},
+        {"inventory_changes", "1.0", inventory_changes, NULL},
+        {"inventory_report", "1.0", inventory_report, NULL},
 };
-
-struct bound {
-        struct inv_plugin *p;
-        inv_method_fn fn;
-};
-static struct bound bound_methods[NST_ARRAY_SIZE(methods)];
-
-static int dispatch(struct nst_call *call, json_object *args, void *ud, json_object **ret,
-                    struct nst_error *err) {
-        const struct bound *b = ud;
-        return b->fn(b->p, args, ret, err);
-}
 
 static void plugin_free(struct inv_plugin *p) {
         if (!p)
@@ -512,8 +497,8 @@ static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
                 r = nst_host_register_options(host, SECTION, nst_liveness_options,
                                               nst_liveness_n_options, err);
         for (size_t i = 0; r >= 0 && i < NST_ARRAY_SIZE(methods); i++) {
-                bound_methods[i] = (struct bound){p, methods[i].fn};
-                struct nst_method m = {methods[i].name, "1.0", dispatch, &bound_methods[i]};
+                struct nst_method m = methods[i];
+                m.userdata = p;
                 r = nst_host_register_method(host, NULL, &m, err);
         }
         if (r >= 0)

@@ -231,8 +231,9 @@ static bool matches_filter(struct sriov *s, size_t k, json_object *filter) {
         return true;
 }
 
-static int pci_list_devices(struct sriov_plugin *p, json_object *args, json_object **ret,
+static int pci_list_devices(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                             struct nst_error *err) {
+        struct sriov_plugin *p = ud;
         static const char *const allowed[] = {"fields", "filter", NULL};
         const char *fields[NST_ARRAY_SIZE(device_fields)];
         size_t n_fields;
@@ -260,8 +261,9 @@ static int pci_list_devices(struct sriov_plugin *p, json_object *args, json_obje
 
 /* ---- pci_pools, pci_diagnose, pci_rescan ---- */
 
-static int pci_pools(struct sriov_plugin *p, json_object *args, json_object **ret,
+static int pci_pools(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                      struct nst_error *err) {
+        struct sriov_plugin *p = ud;
         int r = no_args(args, "pci_pools", NULL, err);
         if (r < 0)
                 return r;
@@ -284,8 +286,9 @@ static json_object *check(const char *name, const char *status, const char *mess
 
 /* The host's readiness (pci_diagnose.c) plus what only the plugin knows:
  * the last scan and the device_spec entries. */
-static int pci_diagnose(struct sriov_plugin *p, json_object *args, json_object **ret,
+static int pci_diagnose(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                         struct nst_error *err) {
+        struct sriov_plugin *p = ud;
         int r = no_args(args, "pci_diagnose", NULL, err);
         if (r < 0)
                 return r;
@@ -335,8 +338,9 @@ static int pci_diagnose(struct sriov_plugin *p, json_object *args, json_object *
         return 0;
 }
 
-static int pci_rescan(struct sriov_plugin *p, json_object *args, json_object **ret,
+static int pci_rescan(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                       struct nst_error *err) {
+        struct sriov_plugin *p = ud;
         int r = no_args(args, "pci_rescan", NULL, err);
         return r < 0 ? r : nst_sriov_rescan(&p->s, ret, err);
 }
@@ -425,30 +429,12 @@ static int register_objects(struct sriov_plugin *p, struct nst_error *err) {
 
 /* ---- binding ---- */
 
-typedef int (*sriov_method_fn)(struct sriov_plugin *p, json_object *args, json_object **ret,
-                               struct nst_error *err);
-
-static const struct {
-        const char *name;
-        sriov_method_fn fn;
-} methods[] = {
-        {"pci_list_devices", pci_list_devices},
-        {"pci_pools", pci_pools},
-        {"pci_diagnose", pci_diagnose},
-        {"pci_rescan", pci_rescan},
+static const struct nst_method methods[] = {
+        {"pci_list_devices", "1.0", pci_list_devices, NULL},
+        {"pci_pools", "1.0", pci_pools, NULL},
+        {"pci_diagnose", "1.0", pci_diagnose, NULL},
+        {"pci_rescan", "1.0", pci_rescan, NULL},
 };
-
-struct bound {
-        struct sriov_plugin *p;
-        sriov_method_fn fn;
-};
-static struct bound bound_methods[NST_ARRAY_SIZE(methods)];
-
-static int dispatch(struct nst_call *call, json_object *args, void *ud, json_object **ret,
-                    struct nst_error *err) {
-        const struct bound *b = ud;
-        return b->fn(b->p, args, ret, err);
-}
 
 static void periodic_rescan(void *ud) {
         struct sriov_plugin *p = ud;
@@ -518,8 +504,8 @@ static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
         p->initialized = true;
         r = nst_host_register_options(host, SECTION, options, NST_ARRAY_SIZE(options), err);
         for (size_t i = 0; r >= 0 && i < NST_ARRAY_SIZE(methods); i++) {
-                bound_methods[i] = (struct bound){p, methods[i].fn};
-                struct nst_method m = {methods[i].name, "1.0", dispatch, &bound_methods[i]};
+                struct nst_method m = methods[i];
+                m.userdata = p;
                 r = nst_host_register_method(host, NULL, &m, err);
         }
         if (r >= 0)
