@@ -327,7 +327,8 @@ static int check_cast(const char *topic, const char *method, json_object *args, 
 
 int nst_host_cast(struct nst_host *h, const char *topic, bool fanout, const char *method,
                   json_object *args, unsigned flags, struct nst_error *err) {
-        _cleanup_json_ json_object *owned_args = args;
+        /* args is taken on every path; the request holds its own reference. */
+        _cleanup_json_ json_object *owned_args __attribute__((unused)) = args;
         _cleanup_json_ json_object *msg = NULL;
         bool best_effort = flags & NST_CAST_BEST_EFFORT;
         char exchange[CAST_TOPIC_MAX + sizeof("_fanout")];
