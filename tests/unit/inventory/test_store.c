@@ -1065,12 +1065,20 @@ static void test_perf_1000_instances(void **state) {
                       "snapshot %zu bytes vs one change %zu bytes\n",
                       put_ns / 1e3, changes_ns / 1e3, query_ns / 1e6, snap_ns / 1e6, snap_bytes,
                       change_bytes);
-        /* The targets (20 us, 50 us, 1 ms, 10 ms) hold on a plain build;
-         * sanitizers and valgrind get room, so only a plain build is strict. */
+        /* The targets (20 us, 50 us, 1 ms, 10 ms) hold on a plain build on a
+         * quiet machine (the message above shows them); the bounds leave room
+         * for a loaded CI machine (5x) and sanitizers (50x) or valgrind. */
 #if defined(__SANITIZE_ADDRESS__)
-        uint64_t scale = 20;
+#define STORE_PERF_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STORE_PERF_ASAN 1
+#endif
+#endif
+#ifdef STORE_PERF_ASAN
+        uint64_t scale = 50;
 #else
-        uint64_t scale = RUNNING_ON_VALGRIND ? 100 : 1;
+        uint64_t scale = RUNNING_ON_VALGRIND ? 200 : 5;
 #endif
         assert_true(put_ns < 20000 * scale);
         assert_true(changes_ns < 50000 * scale);
