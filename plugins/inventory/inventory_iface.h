@@ -6,9 +6,7 @@
  * The model is pull: a plugin registers a collection with its properties'
  * schema and a function returning every object it knows now; the inventory
  * plugin calls it when a report is due or a query asks for that type, and
- * turns the differences into versions and changes. A plugin that knows
- * something changed may call touch() so the next report is not later than
- * needed. */
+ * turns the differences into versions and changes: plugins never push. */
 #ifndef NESTOR_PLUGINS_INVENTORY_INVENTORY_IFACE_H
 #define NESTOR_PLUGINS_INVENTORY_INVENTORY_IFACE_H
 
@@ -45,8 +43,6 @@ struct nst_inventory_iface {
                                    const struct nst_inventory_field *fields, size_t n_fields,
                                    nst_inventory_list_fn list, void *userdata,
                                    struct nst_error *err);
-        /* Something of type changed: refresh it before the next report. */
-        void (*touch)(void *self, const char *type);
 };
 
 #endif

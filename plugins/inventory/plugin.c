@@ -139,13 +139,6 @@ static int register_collection(void *self, const char *type,
         return r;
 }
 
-static void touch(void *self, const char *type) {
-        /* Collections are pulled when a report or a query needs them: there
-         * is nothing to mark (the next pull sees the change). */
-        (void)self;
-        (void)type;
-}
-
 /* ---- pulling ---- */
 
 /* Host objects carry their section's keys as properties (not queryable:
@@ -491,7 +484,7 @@ static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         p->host = host;
         pthread_mutex_init(&p->lock, NULL);
-        p->iface = (struct nst_inventory_iface){p, register_collection, touch};
+        p->iface = (struct nst_inventory_iface){p, register_collection};
         int r = nst_host_register_options(host, SECTION, options, NST_ARRAY_SIZE(options), err);
         if (r >= 0)
                 r = nst_host_register_options(host, SECTION, nst_liveness_options,

@@ -255,8 +255,6 @@ void nst_lv_notify(struct lv_plugin *p, const char *event_type, enum nst_lv_payl
                    const struct nst_inv_instance *inst, const char *vm_state,
                    const char *power_state, const char *task_state, json_object *ctx,
                    const struct nst_error *fault) {
-        /* What is notified changed the instance: the inventory follows. */
-        nst_lv_objects_changed(p);
         json_object *payload = instance_payload(p, event_type, kind, inst, vm_state, power_state,
                                                 task_state, ctx, fault);
         struct nst_error err = NST_ERROR_INIT;

@@ -65,8 +65,6 @@ struct lv_plugin {
         /* PCI claims (the sriov plugin), NULL when it is not enabled. */
         const struct nst_pci_claims *pci;
         struct nst_libvirt_conn_iface conn_iface; /* lent to other plugins */
-        /* The inventory plugin (objects.c), NULL when it is not enabled. */
-        const struct nst_inventory_iface *inventory;
 
         /* The random part of a generated MAC (3 bytes); tests script it. */
         int (*mac_random)(void *userdata, unsigned char out[3]);
@@ -169,8 +167,6 @@ json_object *nst_lv_instances_report(struct lv_plugin *p);
 
 /* Registers the "instance" collection when the inventory plugin is there. */
 int nst_lv_register_objects(struct lv_plugin *p, struct nst_error *err);
-/* An instance was created, changed state or went away. */
-void nst_lv_objects_changed(struct lv_plugin *p);
 
 /* ---- events.c ---- */
 

@@ -75,15 +75,9 @@ static int list_instances(void *ud, json_object **ret, struct nst_error *err) {
 }
 
 int nst_lv_register_objects(struct lv_plugin *p, struct nst_error *err) {
-        p->inventory = nst_host_lookup(p->host, NST_INVENTORY_IFACE);
-        if (!p->inventory)
+        const struct nst_inventory_iface *inv = nst_host_lookup(p->host, NST_INVENTORY_IFACE);
+        if (!inv)
                 return 0;
-        return p->inventory->register_collection(p->inventory->self, "instance", instance_fields,
-                                                 NST_ARRAY_SIZE(instance_fields), list_instances,
-                                                 p, err);
-}
-
-void nst_lv_objects_changed(struct lv_plugin *p) {
-        if (p->inventory)
-                p->inventory->touch(p->inventory->self, "instance");
+        return inv->register_collection(inv->self, "instance", instance_fields,
+                                        NST_ARRAY_SIZE(instance_fields), list_instances, p, err);
 }
