@@ -30,6 +30,11 @@ static const struct nst_option default_opts[] = {
          "Largest message body accepted; larger ones are rejected", 1024, 1073741824},
         {"graceful_shutdown_timeout", NST_OPT_INT, "60",
          "Seconds in-flight calls may take to finish on SIGTERM", 0, 86400},
+        {"locale", NST_OPT_STRING, "en",
+         "Language of notification messages (nestor_event.message), e.g. fr or fr_FR.UTF-8; "
+         "en, C, POSIX or empty: English. Missing translations fall back to English"},
+        {"catalog_dir", NST_OPT_STRING, NESTOR_LOCALE_DIR,
+         "Directory of message catalogs (<locale>.json) for the locale option"},
 };
 
 static const struct nst_option rabbit_opts[] = {

@@ -159,7 +159,26 @@ int nst_host_load_plugins(struct nst_host *h, const char *dir, const char *const
         return 0;
 }
 
+/* The notifier exists by the time plugins start: giving it the configured
+ * locale ([DEFAULT] locale, catalog_dir) here, before any plugin runs, puts
+ * the first notification already in that locale and fails start-up on a
+ * malformed catalog. */
+static int localize_notifier(struct nst_host *h, struct nst_error *err) {
+        for (size_t i = 0; i < h->n_plugins; i++)
+                if (h->plugins[i].started)
+                        return 0; /* done by the first call; publishers may be running */
+        return nst_notifier_set_locale(h->notifier,
+                                       nst_config_get_string(h->cfg, "DEFAULT", "locale"),
+                                       nst_config_get_string(h->cfg, "DEFAULT", "catalog_dir"),
+                                       err);
+}
+
 int nst_host_start_plugins(struct nst_host *h, struct nst_error *err) {
+        if (h->notifier) {
+                int r = localize_notifier(h, err);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; i < h->n_plugins; i++) {
                 struct nst_host_plugin *p = &h->plugins[i];
                 if (p->started)

@@ -550,5 +550,116 @@ class TestExpiry(AgentCase):
         self.assertGreaterEqual(self.rpc_stats()["expired"] - expired_before, 2)
 
 
+class TestNotificationMessages(AgentCase):
+    """nestor_event on real notifications: node1 runs with locale fr_FR.UTF-8
+    and the shipped catalogs (share/locale), a second agent with locale en.
+    fr.json leaves instance.snapshot_revert.end out on purpose."""
+
+    LOCALE_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               "..", "..", "share", "locale"))
+    EXTRA = {"DEFAULT": {"locale": "fr_FR.UTF-8", "catalog_dir": LOCALE_DIR}}
+
+    def setUp(self):
+        class Endpoint:
+            def __init__(self):
+                self.got = queue.Queue()
+
+            def info(self, ctxt, publisher_id, event_type, payload, metadata):
+                self.got.put((publisher_id, event_type, payload))
+
+        self.endpoint = Endpoint()
+        self.trans = harness.notification_transport(self.vhost.url)
+        self.listener = om.get_notification_listener(
+            self.trans, [om.Target(topic="versioned_notifications", exchange=self.exchange)],
+            [self.endpoint], executor="threading")
+        self.listener.start()
+
+    def tearDown(self):
+        self.listener.stop()
+        self.listener.wait()
+        harness.cleanup_transport(self.trans)
+        super().tearDown()
+
+    def notify(self, agent, event_type, data):
+        """Has agent publish event_type with data; returns the payload the
+        listener decoded (matched on a unique uuid in data)."""
+        data = dict(data, uuid=str(uuid.uuid4()))
+        agent.client().prepare(timeout=CALL_TIMEOUT).call({}, "notify", event_type=event_type,
+                                                          payload=data)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                publisher_id, got_type, payload = self.endpoint.got.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if payload.get("nova_object.data", {}).get("uuid") == data["uuid"]:
+                self.assertEqual(got_type, event_type)
+                self.assertEqual(publisher_id, "nestor-compute:%s" % agent.host)
+                # The block sits next to nova_object.*, the data is untouched.
+                self.assertEqual(payload["nova_object.data"], data)
+                self.assertEqual(payload["nova_object.name"], "TestingPayload")
+                return payload
+        self.fail("no %s notification from %s within 15 s" % (event_type, agent.host))
+
+    def test_french_with_english_fallback(self):
+        vm = {"display_name": "vm-ü 😀", "host": "node1"}
+        self.assertEqual(self.notify(self.agent, "instance.create.end", vm)["nestor_event"],
+                         {"key": "instance.create.end",
+                          "message": "L'instance vm-ü 😀 a été créée sur node1",
+                          "locale": "fr"})
+        fault = {"nova_object.name": "ExceptionPayload", "nova_object.namespace": "nova",
+                 "nova_object.version": "1.1",
+                 "nova_object.data": {"exception": "InvalidInput",
+                                      "exception_message": "disque plein"}}
+        self.assertEqual(
+            self.notify(self.agent, "instance.create.error",
+                        dict(vm, fault=fault))["nestor_event"]["message"],
+            "L'instance vm-ü 😀 n'a pas pu être créée sur node1 : disque plein")
+        # Untranslated key: English.
+        self.assertEqual(
+            self.notify(self.agent, "instance.snapshot_revert.end", vm)["nestor_event"],
+            {"key": "instance.snapshot_revert.end",
+             "message": "Instance vm-ü 😀 was reverted to a snapshot on node1", "locale": "en"})
+        # A value neither template can use, and an unknown event: the generic
+        # sentence, never a placeholder.
+        for event, data in (("instance.power_off.end", {"display_name": None}),
+                            ("testing.unknown.end", vm)):
+            block = self.notify(self.agent, event, data)["nestor_event"]
+            self.assertEqual(block, {"key": event, "message": "Event %s on host node1" % event,
+                                     "locale": "en"})
+
+    def test_english_agent(self):
+        extra = {"DEFAULT": {"locale": "en", "catalog_dir": self.LOCALE_DIR}}
+        with harness.AgentProcess(self.vhost.url, self.exchange, host="node2",
+                                  extra=extra) as agent:
+            payload = self.notify(agent, "instance.create.end",
+                                  {"display_name": "vm-2", "host": "node2"})
+            self.assertEqual(payload["nestor_event"],
+                             {"key": "instance.create.end",
+                              "message": "Instance vm-2 was created on node2", "locale": "en"})
+
+    def test_malformed_catalog_stops_startup(self):
+        import shutil
+        import tempfile
+        catalogs = tempfile.mkdtemp(prefix="nestor-catalog-")
+        try:
+            bad = os.path.join(catalogs, "fr.json")
+            with open(bad, "w") as f:
+                f.write('{"instance.create.end": "L\'instance {display_name a été créée"}')
+            agent = harness.AgentProcess(self.vhost.url, self.exchange, host="node3",
+                                         extra={"DEFAULT": {"locale": "fr",
+                                                            "catalog_dir": catalogs}},
+                                         ready_timeout=10)
+            with self.assertRaisesRegex(RuntimeError, "exited"):
+                agent.start()
+            log = agent.log_text()
+            self.assertIn(bad, log)
+            self.assertIn("'instance.create.end'", log)
+            self.assertIn("unbalanced braces", log)
+            agent.close(check=False)
+            shutil.rmtree(agent.tmpdir, ignore_errors=True)
+        finally:
+            shutil.rmtree(catalogs, ignore_errors=True)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
