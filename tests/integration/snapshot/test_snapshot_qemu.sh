@@ -1,0 +1,436 @@
+#!/usr/bin/env bash
+# The snapshot plugin against a real libvirtd + QEMU (qemu:///system),
+# driven as an operator would: nestor-agent with enabled_plugins = libvirt,
+# snapshot, and nestorctl over the real broker. A guest without an OS (the
+# libvirt plugin's spawn with an empty disk) is enough for every check:
+#
+#   1. disk-only and memory snapshots of a running guest; the sizes reported
+#      are the files' (stat); list and get; the notifications;
+#   2. every bad input: unknown instance, bad names and arguments, a
+#      duplicate name, quiesce "required" without a guest agent, a memory
+#      snapshot of a stopped instance, a snapshot of another instance;
+#   3. delete commits the overlays back and leaves no file behind;
+#   4. revert (disk-only and memory) leaves the guest running on new
+#      overlays, and deleting afterwards leaves only the guest's chain;
+#   5. estimate shows the free space, and a second agent whose snapshot_dir
+#      is a 16 MiB tmpfs refuses a memory snapshot with InsufficientStorage,
+#      creating nothing.
+#
+# Starts virtlogd and libvirtd when they are not running (no systemd here)
+# and stops what it started; removes every domain, file and mount it made,
+# also on failure. Needs root (qemu:///system); exits 77 (skip) otherwise.
+# Usage: test_snapshot_qemu.sh BUILD_DIR
+set -euo pipefail
+
+build=$(cd "$1" && pwd)
+uri=qemu:///system
+prefix="nestor-snap-$$"
+host="snap-it-$$"
+host2="snap-it2-$$"
+exchange="nestor_snap_it_$$"
+work=
+agent_pid=
+agent2_pid=
+mounted=
+started_libvirtd=0
+started_virtlogd=0
+
+log() { echo "test_snapshot_qemu: $*" >&2; }
+fail() {
+        echo "FAIL: $*" >&2
+        [ -n "$work" ] && [ -f "$work/agent.log" ] && sed 's/^/  agent: /' "$work/agent.log" | tail -40 >&2
+        exit 1
+}
+
+if [ "$(id -u)" != 0 ]; then
+        log "needs root for qemu:///system; skipping"
+        exit 77
+fi
+
+# ---- daemons (as tests/integration/libvirt/test_qemu.sh) ----
+
+pid_of() {
+        local f=/run/$1.pid
+        [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
+}
+
+wait_libvirtd() {
+        for _ in $(seq 1 120); do
+                virsh -c "$uri" version >/dev/null 2>&1 && return 0
+                sleep 0.5
+        done
+        return 1
+}
+
+start_daemons() {
+        if ! command -v libvirtd >/dev/null || ! command -v qemu-img >/dev/null; then
+                log "libvirtd or qemu-img missing; skipping"
+                exit 77
+        fi
+        if ! pid_of virtlogd >/dev/null; then
+                virtlogd -d
+                started_virtlogd=1
+        fi
+        if ! pid_of libvirtd >/dev/null; then
+                libvirtd -d
+                started_libvirtd=1
+        fi
+        wait_libvirtd || fail "libvirtd does not answer on $uri"
+}
+
+our_domains() {
+        virsh -c "$uri" list --all --name 2>/dev/null | grep "^$prefix-" || true
+}
+
+stop_agent() { # stop_agent PID
+        [ -n "$1" ] || return 0
+        kill -KILL "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+}
+
+cleanup() {
+        local rc=$?
+        set +e
+        stop_agent "$agent_pid"
+        stop_agent "$agent2_pid"
+        local d
+        for d in $(our_domains); do
+                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
+                virsh -c "$uri" undefine --managed-save --snapshots-metadata --nvram "$d" \
+                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
+        done
+        [ -n "$mounted" ] && umount "$mounted"
+        [ "$started_libvirtd" = 1 ] && pid_of libvirtd >/dev/null && kill -TERM "$(pid_of libvirtd)"
+        [ "$started_virtlogd" = 1 ] && pid_of virtlogd >/dev/null && kill -TERM "$(pid_of virtlogd)"
+        [ -n "$work" ] && rm -rf "$work"
+        exit $rc
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+start_daemons
+
+work=$(mktemp -d /tmp/nestor-snap.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work/tiny"
+
+write_conf() { # write_conf FILE HOST [EXTRA SNAPSHOT OPTIONS...]
+        local file=$1 h=$2
+        shift 2
+        {
+                echo "[DEFAULT]"
+                echo "transport_url = rabbit://guest:guest@localhost:5672/"
+                echo "host = $h"
+                echo "control_exchange = $exchange"
+                echo "plugin_dir = $build/plugins"
+                echo "enabled_plugins = libvirt, snapshot"
+                echo "state_path = $work/state"
+                echo "[libvirt]"
+                echo "uri = $uri"
+                echo "[snapshot]"
+                local o
+                for o in "$@"; do echo "$o"; done
+                echo "[oslo_messaging_rabbit]"
+                echo "rabbit_retry_interval = 0.1"
+        } >"$file"
+}
+write_conf "$work/nestor.conf" "$host" "reserve_mb = 64" "schedule_check_interval = 5"
+
+# nestorctl against agent CONF (retried while the broker is unreachable
+# before the request goes out, as test_qemu.sh does).
+ctl_conf() { # ctl_conf CONF HOST ARGS...
+        local conf=$1 h=$2 rc out
+        shift 2
+        for _ in $(seq 1 60); do
+                set +e
+                out=$("$build/nestorctl" --config-file "$conf" --host "$h" --timeout 300 "$@" \
+                        2>"$work/ctl.err")
+                rc=$?
+                set -e
+                [ $rc = 3 ] && grep -Eq "ConnectionError: (cannot connect to|login to|.*NOT_FOUND - no exchange)" \
+                        "$work/ctl.err" && { sleep 1; continue; }
+                break
+        done
+        [ -n "$out" ] && printf '%s\n' "$out"
+        cat "$work/ctl.err" >&2
+        return $rc
+}
+ctl() { ctl_conf "$work/nestor.conf" "$host" "$@"; }
+call() { # call METHOD JSON: the JSON result on stdout
+        ctl --json call "$1" --args "$2"
+}
+py() { /usr/bin/python3 -c "$@"; }
+# jget EXPR: evaluates EXPR on the JSON document on stdin (as `d`).
+jget() { py 'import json,sys; d=json.load(sys.stdin); v=eval(sys.argv[1]); print(json.dumps(v) if isinstance(v,(dict,list,bool)) or v is None else v)' "$1"; }
+# expect_error CLASS TEXT METHOD JSON: the call fails with CLASS and TEXT.
+expect_error() {
+        local cls=$1 text=$2
+        shift 2
+        if ctl call "$1" --args "$2" >/dev/null 2>"$work/err"; then
+                fail "$1 $2 succeeded; expected $cls"
+        fi
+        grep -q "$cls" "$work/err" || fail "$1 $2: expected $cls, got: $(cat "$work/err")"
+        grep -q -- "$text" "$work/err" || fail "$1 $2: message lacks '$text': $(cat "$work/err")"
+}
+domstate() { virsh -c "$uri" domstate "$1" 2>/dev/null | head -1; }
+wait_domstate() {
+        for _ in $(seq 1 50); do
+                [ "$(domstate "$1")" = "$2" ] && return 0
+                sleep 0.2
+        done
+        fail "$1 is '$(domstate "$1")', expected '$2'"
+}
+snap_count() { virsh -c "$uri" snapshot-list --name "$1" | grep -c . || true; }
+disk_source() { virsh -c "$uri" domblklist "$1" --details | awk '$2=="disk"{print $4; exit}'; }
+# check_sizes JSON_FILE: every file of a snapshot has the size stat gives.
+check_sizes() {
+        local path size n=0
+        while read -r path size; do
+                [ -f "$path" ] || fail "reported file $path does not exist"
+                [ "$(stat -c %s "$path")" = "$size" ] ||
+                        fail "$path: reported $size bytes, stat says $(stat -c %s "$path")"
+                n=$((n + 1))
+        done < <(py 'import json,sys; [print(f["path"], f["size"]) for f in json.load(open(sys.argv[1]))["files"]]' "$1")
+        [ $n -gt 0 ] || fail "no files reported in $1"
+}
+
+agent_env=()
+if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
+        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 /{print $NF; exit}')
+        [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
+fi
+start_agent() { # start_agent CONF HOST LOG: sets started_pid
+        "${agent_env[@]}" "$build/nestor-agent" --config-file "$1" 2>"$3" &
+        started_pid=$!
+        # The first call waits for the agent's queues: one sent before them is lost.
+        for _ in $(seq 1 100); do
+                grep -q "serving compute" "$3" && break
+                kill -0 "$started_pid" 2>/dev/null || fail "the agent exited: $(tail -5 "$3")"
+                sleep 0.1
+        done
+        for _ in $(seq 1 100); do
+                ctl_conf "$1" "$2" --json call list_instances >/dev/null 2>&1 && return 0
+                kill -0 "$started_pid" 2>/dev/null || fail "the agent exited: $(tail -5 "$3")"
+                sleep 0.2
+        done
+        fail "the agent does not answer"
+}
+start_agent "$work/nestor.conf" "$host" "$work/agent.log"
+agent_pid=$started_pid
+
+# ---- guests ----
+
+spawn() { # spawn NAME MEMORY_MB: prints the uuid
+        call spawn "{\"spec\": {\"name\": \"$1\", \"vcpus\": 1, \"memory_mb\": $2, \"disks\": [{\"size_gb\": 1}]}}" |
+                jget 'd["uuid"]'
+}
+vm="$prefix-a"
+uuid=$(spawn "$vm" 256) || fail "spawn $vm"
+wait_domstate "$vm" running
+idir="$work/state/instances/$uuid"
+sdir="$work/state/snapshots/$uuid"
+base_disk=$(disk_source "$vm")
+[ "$base_disk" = "$idir/disk0.qcow2" ] || fail "unexpected disk $base_disk"
+other="$prefix-b"
+other_uuid=$(spawn "$other" 128) || fail "spawn $other"
+log "guests $vm ($uuid) and $other ($other_uuid) running"
+
+# ---- 2. bad input (nothing may change) ----
+
+expect_error InstanceNotFound "not found" snapshot_create '{"instance": "no-such-guest", "name": "x"}'
+expect_error InstanceNotFound "not found" snapshot_list '{"instance": "00000000-0000-4000-8000-000000000001"}'
+expect_error InvalidInput "snapshot name" snapshot_create "{\"instance\": \"$vm\", \"name\": \"bad/name\"}"
+expect_error InvalidInput "snapshot name" snapshot_create "{\"instance\": \"$vm\", \"name\": \"\"}"
+expect_error InvalidInput "snapshot name" snapshot_create "{\"instance\": \"$vm\", \"name\": \"$(printf 'x%.0s' $(seq 1 65))\"}"
+expect_error InvalidInput "quiesce must be" snapshot_create "{\"instance\": \"$vm\", \"name\": \"q\", \"quiesce\": \"always\"}"
+expect_error InvalidInput "unexpected argument 'colour'" snapshot_create "{\"instance\": \"$vm\", \"name\": \"q\", \"colour\": 1}"
+expect_error InvalidInput "memory" snapshot_create "{\"instance\": \"$vm\", \"name\": \"q\", \"memory\": \"yes\"}"
+expect_error SnapshotNotFound "has no snapshot 'nope'" snapshot_get "{\"instance\": \"$vm\", \"name\": \"nope\"}"
+expect_error SnapshotNotFound "has no snapshot 'nope'" snapshot_delete "{\"instance\": \"$vm\", \"name\": \"nope\"}"
+expect_error SnapshotNotFound "has no snapshot 'nope'" snapshot_revert "{\"instance\": \"$vm\", \"name\": \"nope\"}"
+# A guest without a guest agent cannot be quiesced: "required" fails, nothing made.
+expect_error QuiesceFailed "guest agent is not connected" snapshot_create "{\"instance\": \"$vm\", \"name\": \"q1\", \"quiesce\": \"required\"}"
+[ "$(snap_count "$vm")" = 0 ] || fail "a failed quiesce left a snapshot"
+[ "$(ls "$idir")" = "disk0.qcow2" ] || fail "a failed quiesce left files: $(ls "$idir")"
+[ -z "$(ls -A "$sdir" 2>/dev/null)" ] || fail "a failed quiesce left records: $(ls "$sdir")"
+log "bad input: ok"
+
+# ---- 1. snapshots of a running guest ----
+
+call snapshot_estimate "{\"instance\": \"$vm\", \"memory\": true}" >"$work/est.json" || fail "estimate"
+log "estimate: $(cat "$work/est.json")"
+free=$(jget 'd["where"][0]["free_bytes"]' <"$work/est.json")
+[ "$free" -gt 0 ] || fail "estimate shows no free space"
+mem_est=$(jget 'd["memory_bytes"]' <"$work/est.json")
+if [ "$mem_est" -le $((3 * 1024 * 1024)) ] || [ "$mem_est" -gt $(((256 + 3) * 1024 * 1024)) ]; then
+        fail "memory estimate $mem_est outside (3 MiB, 259 MiB]"
+fi
+[ "$(jget 'd["fits"]' <"$work/est.json")" = true ] || fail "estimate says it does not fit"
+
+call snapshot_create "{\"instance\": \"$vm\", \"name\": \"s1\", \"description\": \"first <one> & only\"}" \
+        >"$work/s1.json" || fail "create s1"
+[ "$(jget 'd["consistency"]' <"$work/s1.json")" = crash ] || fail "s1 consistency: $(cat "$work/s1.json")"
+jget 'd["quiesce_note"]' <"$work/s1.json" | grep -q "guest agent is not connected" ||
+        fail "s1: no note on the quiesce fallback"
+[ "$(jget 'd["memory"]' <"$work/s1.json")" = false ] || fail "s1 memory"
+check_sizes "$work/s1.json"
+[ "$(disk_source "$vm")" = "$idir/vda.snap-s1.qcow2" ] || fail "s1: disk is $(disk_source "$vm")"
+expect_error SnapshotExists "already has a snapshot named 's1'" snapshot_create "{\"instance\": \"$vm\", \"name\": \"s1\"}"
+
+call snapshot_create "{\"instance\": \"$vm\", \"name\": \"m1\", \"memory\": true}" >"$work/m1.json" ||
+        fail "create m1"
+check_sizes "$work/m1.json"
+[ "$(jget 'd["memory"]' <"$work/m1.json")" = true ] || fail "m1 memory"
+[ "$(jget 'd["consistency"]' <"$work/m1.json")" = memory ] || fail "m1 consistency"
+memfile=$(jget '[f["path"] for f in d["files"] if f["kind"]=="memory"][0]' <"$work/m1.json")
+[ "$memfile" = "$sdir/m1.mem" ] || fail "memory file at $memfile"
+head -c 16 "$memfile" | grep -q LibvirtQemudSave || fail "$memfile is not a libvirt save image"
+[ "$(domstate "$vm")" = running ] || fail "the guest is not running after a live memory snapshot"
+log "m1: memory file $(stat -c %s "$memfile") bytes (estimate $mem_est)"
+
+call snapshot_list "{\"instance\": \"$uuid\"}" >"$work/list.json" || fail "list"
+[ "$(jget '[s["name"] for s in d]' <"$work/list.json")" = '["s1", "m1"]' ] ||
+        fail "list: $(cat "$work/list.json")"
+call snapshot_get "{\"instance\": \"$vm\", \"name\": \"s1\"}" >"$work/get.json" || fail "get"
+[ "$(jget 'd["description"]' <"$work/get.json")" = "first <one> & only" ] || fail "get description"
+[ "$(jget 'd["domain_state"]' <"$work/get.json")" = running ] || fail "get domain_state"
+[ "$(jget 'd["images"][0]["path"]' <"$work/get.json")" = "$base_disk" ] || fail "get images"
+check_sizes "$work/get.json"
+call snapshot_get "{\"instance\": \"$vm\", \"name\": \"m1\"}" >"$work/get.json" || fail "get m1"
+[ "$(jget 'd["parent"]' <"$work/get.json")" = s1 ] || fail "m1 parent"
+grep -q "($uuid): instance.snapshot.end" "$work/agent.log" || fail "no instance.snapshot.end"
+log "create, list, get: ok"
+
+# Another instance's snapshot is not this one's.
+call snapshot_create "{\"instance\": \"$other\", \"name\": \"o1\", \"quiesce\": \"off\"}" >/dev/null ||
+        fail "create o1"
+expect_error SnapshotNotFound "belongs to instance $other_uuid" snapshot_revert "{\"instance\": \"$vm\", \"name\": \"o1\"}"
+grep -q "$uuid" "$work/err" || fail "the error does not name $vm: $(cat "$work/err")"
+
+# ---- 3. delete: committed, nothing left ----
+
+call snapshot_delete "{\"instance\": \"$vm\", \"name\": \"m1\"}" >"$work/del.json" || fail "delete m1"
+[ ! -e "$memfile" ] || fail "the memory file is left"
+call snapshot_delete "{\"instance\": \"$vm\", \"name\": \"s1\"}" >/dev/null || fail "delete s1"
+[ "$(ls "$idir")" = "disk0.qcow2" ] || fail "files left after delete: $(ls "$idir")"
+[ -z "$(ls -A "$sdir" 2>/dev/null)" ] || fail "records left after delete: $(ls "$sdir")"
+[ "$(disk_source "$vm")" = "$base_disk" ] || fail "the disk is $(disk_source "$vm") after delete"
+[ "$(snap_count "$vm")" = 0 ] || fail "snapshots left"
+[ "$(domstate "$vm")" = running ] || fail "delete stopped the guest"
+log "delete: ok"
+
+# ---- 4. revert ----
+
+call snapshot_create "{\"instance\": \"$vm\", \"name\": \"s2\"}" >/dev/null || fail "create s2"
+call snapshot_create "{\"instance\": \"$vm\", \"name\": \"s3\"}" >/dev/null || fail "create s3"
+call snapshot_revert "{\"instance\": \"$vm\", \"name\": \"s2\"}" >"$work/rev.json" || fail "revert s2"
+[ "$(jget 'd["state"]' <"$work/rev.json")" = running ] || fail "revert s2: $(cat "$work/rev.json")"
+wait_domstate "$vm" running
+src=$(disk_source "$vm")
+case $src in "$idir"/vda.revert-s2-*.qcow2) ;; *) fail "after revert the disk is $src" ;; esac
+[ "$(qemu-img info --output=json -U "$src" | jget 'd["backing-filename"]')" = "$base_disk" ] ||
+        fail "the new overlay is not on s2's image"
+call snapshot_create "{\"instance\": \"$vm\", \"name\": \"m2\", \"memory\": true}" >/dev/null ||
+        fail "create m2"
+call snapshot_revert "{\"instance\": \"$vm\", \"name\": \"m2\"}" >"$work/rev.json" ||
+        fail "revert m2"
+[ "$(jget 'd["state"]' <"$work/rev.json")" = running ] || fail "revert m2: $(cat "$work/rev.json")"
+wait_domstate "$vm" running
+log "revert: ok ($(jget 'd["duration_ms"]' <"$work/rev.json") ms for the memory revert)"
+# s3 lives on a branch the reverts left; its base is shared: deleting s2 first is refused.
+expect_error SnapshotInUse "another branch" snapshot_delete "{\"instance\": \"$vm\", \"name\": \"s2\"}"
+for s in s3 m2 s2; do
+        call snapshot_delete "{\"instance\": \"$vm\", \"name\": \"$s\"}" >/dev/null || fail "delete $s"
+done
+[ "$(snap_count "$vm")" = 0 ] || fail "snapshots left after the reverts"
+chain=$(qemu-img info -U --backing-chain --output=json "$(disk_source "$vm")" |
+        jget '" ".join(sorted(i["filename"] for i in d))')
+for f in "$idir"/*; do
+        case " $chain " in *" $f "*) ;; *) fail "file left after revert + delete: $f (chain: $chain)" ;; esac
+done
+[ -z "$(ls -A "$sdir" 2>/dev/null)" ] || fail "records left: $(ls "$sdir")"
+log "delete after revert: ok (chain: $chain)"
+
+# A memory snapshot needs a running guest.
+call power_off "{\"instance\": \"$vm\", \"timeout\": 0}" >/dev/null || fail "power_off"
+wait_domstate "$vm" "shut off"
+expect_error InstanceInvalidState "needs a running instance" snapshot_create "{\"instance\": \"$vm\", \"name\": \"mx\", \"memory\": true}"
+call snapshot_create "{\"instance\": \"$vm\", \"name\": \"off1\"}" >"$work/off.json" ||
+        fail "disk-only snapshot of a stopped guest"
+[ "$(jget 'd["consistency"]' <"$work/off.json")" = offline ] || fail "off1 consistency"
+call snapshot_delete "{\"instance\": \"$vm\", \"name\": \"off1\"}" >/dev/null || fail "delete off1"
+call power_on "{\"instance\": \"$vm\"}" >/dev/null || fail "power_on"
+wait_domstate "$vm" running
+
+# ---- 5. the space check on a small filesystem ----
+
+mkdir -p "$work/tiny"
+mount -t tmpfs -o size=16m nestor-snap-tiny "$work/tiny"
+mounted="$work/tiny"
+write_conf "$work/nestor2.conf" "$host2" "reserve_mb = 0" "snapshot_dir = $work/tiny"
+start_agent "$work/nestor2.conf" "$host2" "$work/agent2.log"
+agent2_pid=$started_pid
+ctl_conf "$work/nestor2.conf" "$host2" --json call snapshot_estimate \
+        --args "{\"instance\": \"$vm\", \"memory\": true}" >"$work/est2.json" || fail "estimate (tiny)"
+tiny_free=$(jget '[w["free_bytes"] for w in d["where"] if w["what"]=="memory file"][0]' <"$work/est2.json")
+if [ "$tiny_free" -gt $((16 * 1024 * 1024)) ] || [ "$tiny_free" -le 0 ]; then
+        fail "tmpfs free: $tiny_free"
+fi
+[ "$(jget 'd["fits"]' <"$work/est2.json")" = false ] || fail "estimate says it fits: $(cat "$work/est2.json")"
+if ctl_conf "$work/nestor2.conf" "$host2" call snapshot_create \
+        --args "{\"instance\": \"$vm\", \"name\": \"big\", \"memory\": true}" >/dev/null 2>"$work/err"; then
+        fail "a memory snapshot into 16 MiB succeeded"
+fi
+grep -q InsufficientStorage "$work/err" || fail "expected InsufficientStorage: $(cat "$work/err")"
+grep -q "$work/tiny" "$work/err" || fail "the error does not name the directory: $(cat "$work/err")"
+[ -z "$(ls -A "$work/tiny")" ] || fail "files created on the small filesystem: $(ls -R "$work/tiny")"
+[ "$(snap_count "$vm")" = 0 ] || fail "the refused snapshot exists"
+[ "$(domstate "$vm")" = running ] || fail "the refused snapshot touched the guest"
+log "space check: ok ($(head -c 300 "$work/err"))"
+stop_agent "$agent2_pid"
+agent2_pid=
+
+# ---- 6. schedules: stored in the instance, fired by the agent, pruned ----
+
+expect_error InvalidInput "at least 1 minute" snapshot_schedule_set "{\"instance\": \"$vm\", \"schedule\": {\"interval\": 30, \"retention\": {\"keep_last\": 1}}}"
+expect_error InvalidInput "keep_last must be at least 1" snapshot_schedule_set "{\"instance\": \"$vm\", \"schedule\": {\"interval\": \"1m\", \"retention\": {\"keep_last\": 0}}}"
+expect_error InvalidInput "calendar" snapshot_schedule_set "{\"instance\": \"$vm\", \"schedule\": {\"calendar\": \"someday 25:00\", \"retention\": {\"keep_last\": 1}}}"
+expect_error ScheduleNotFound "no snapshot schedule" snapshot_schedule_get "{\"instance\": \"$vm\"}"
+before=$(snap_count "$vm")
+call snapshot_schedule_set "{\"instance\": \"$vm\", \"schedule\": {\"interval\": \"1m\", \"retention\": {\"keep_last\": 1}, \"quiesce\": \"off\"}}" >"$work/sched.json" ||
+        fail "snapshot_schedule_set"
+virsh -c "$uri" metadata "$vm" https://nestor.dev/xmlns/snapshot-schedule/1 --config | grep -q "1m" ||
+        fail "the schedule is not in the instance's metadata"
+# Two runs (one per minute): retention keeps only the newest scheduled one.
+for _ in $(seq 1 200); do
+        [ "$(grep -c "scheduled snapshot auto-.* taken" "$work/agent.log")" -ge 2 ] && break
+        sleep 1
+done
+[ "$(grep -c "scheduled snapshot auto-.* taken" "$work/agent.log")" -ge 2 ] ||
+        fail "no two scheduled snapshots within 200 s"
+sleep 2
+autos=$(virsh -c "$uri" snapshot-list --name "$vm" | grep -c '^auto-' || true)
+[ "$autos" = 1 ] || fail "retention keep_last 1 left $autos scheduled snapshots"
+grep -q "retention deleted auto-" "$work/agent.log" || fail "retention deleted nothing"
+[ "$(snap_count "$vm")" = $((before + 1)) ] || fail "snapshots taken by hand were touched"
+call snapshot_schedule_get "{\"instance\": \"$vm\"}" | jget 'd["last_run"] is not None' | grep -q true ||
+        fail "last_run not recorded"
+call snapshot_schedule_delete "{\"instance\": \"$vm\"}" >/dev/null || fail "snapshot_schedule_delete"
+auto=$(virsh -c "$uri" snapshot-list --name "$vm" | grep '^auto-' | head -1)
+call snapshot_delete "{\"instance\": \"$vm\", \"name\": \"$auto\"}" >/dev/null || fail "delete $auto"
+log "schedules: ok"
+
+# ---- clean up through the agent ----
+
+call snapshot_delete "{\"instance\": \"$other\", \"name\": \"o1\"}" >/dev/null || fail "delete o1"
+call destroy "{\"instance\": \"$vm\"}" >/dev/null || fail "destroy $vm"
+call destroy "{\"instance\": \"$other\"}" >/dev/null || fail "destroy $other"
+kill -TERM "$agent_pid"
+set +e
+wait "$agent_pid"
+rc=$?
+set -e
+agent_pid=
+[ $rc = 0 ] || fail "agent exit status $rc"
+[ -z "$(our_domains)" ] || fail "domains left: $(our_domains)"
+echo "snapshot qemu integration checks passed"
