@@ -25,8 +25,6 @@ host="lv-it-$$"
 exchange="nestor_lv_it_$$"
 work=
 agent_pid=
-started_libvirtd=0
-started_virtlogd=0
 
 log() { echo "test_qemu: $*" >&2; }
 fail() {
@@ -56,30 +54,8 @@ ensure_packages() {
                 -o Dpkg::Options::=--force-confnew "${need[@]}" >/dev/null
 }
 
-pid_of() { # a daemon's pid from its pid file, when it is alive
-        local f=/run/$1.pid
-        [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
-}
-
-wait_libvirtd() {
-        for _ in $(seq 1 120); do
-                virsh -c "$uri" version >/dev/null 2>&1 && return 0
-                sleep 0.5
-        done
-        return 1
-}
-
-start_daemons() {
-        if ! pid_of virtlogd >/dev/null; then
-                virtlogd -d
-                started_virtlogd=1
-        fi
-        if ! pid_of libvirtd >/dev/null; then
-                libvirtd -d
-                started_libvirtd=1
-        fi
-        wait_libvirtd || fail "libvirtd does not answer on $uri"
-}
+# shellcheck source=tests/integration/libvirt/daemons.sh
+. "$(dirname "$0")/daemons.sh"
 
 kill_libvirtd() {
         local pid
@@ -105,7 +81,7 @@ cleanup() {
         fi
         # Killed mid-test: libvirtd must come back before anything else.
         if ! pid_of libvirtd >/dev/null; then
-                libvirtd -d
+                start_daemon libvirtd
                 wait_libvirtd
         fi
         local d
@@ -115,8 +91,7 @@ cleanup() {
                 virsh -c "$uri" undefine --managed-save --snapshots-metadata --nvram --tpm "$d" \
                         >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
         done
-        [ "$started_libvirtd" = 1 ] && pid_of libvirtd >/dev/null && kill -TERM "$(pid_of libvirtd)"
-        [ "$started_virtlogd" = 1 ] && pid_of virtlogd >/dev/null && kill -TERM "$(pid_of virtlogd)"
+        stop_started_daemons
         [ -n "$work" ] && rm -rf "$work"
         exit $rc
 }
@@ -292,7 +267,7 @@ ctl call get_info --args "{\"instance\": \"$name\"}" 2>"$work/err" && fail "get_
 grep -q HypervisorUnavailable "$work/err" || fail "get_info during the outage: $(cat "$work/err")"
 log "during the outage: $(head -c 200 "$work/err")"
 
-libvirtd -d
+start_daemon libvirtd
 wait_libvirtd || fail "libvirtd did not come back"
 back=0
 for _ in $(seq 1 150); do

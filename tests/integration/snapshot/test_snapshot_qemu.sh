@@ -32,8 +32,6 @@ work=
 agent_pid=
 agent2_pid=
 mounted=
-started_libvirtd=0
-started_virtlogd=0
 
 log() { echo "test_snapshot_qemu: $*" >&2; }
 fail() {
@@ -47,36 +45,14 @@ if [ "$(id -u)" != 0 ]; then
         exit 77
 fi
 
-# ---- daemons (as tests/integration/libvirt/test_qemu.sh) ----
+# ---- daemons ----
 
-pid_of() {
-        local f=/run/$1.pid
-        [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
-}
-
-wait_libvirtd() {
-        for _ in $(seq 1 120); do
-                virsh -c "$uri" version >/dev/null 2>&1 && return 0
-                sleep 0.5
-        done
-        return 1
-}
-
-start_daemons() {
-        if ! command -v libvirtd >/dev/null || ! command -v qemu-img >/dev/null; then
-                log "libvirtd or qemu-img missing; skipping"
-                exit 77
-        fi
-        if ! pid_of virtlogd >/dev/null; then
-                virtlogd -d
-                started_virtlogd=1
-        fi
-        if ! pid_of libvirtd >/dev/null; then
-                libvirtd -d
-                started_libvirtd=1
-        fi
-        wait_libvirtd || fail "libvirtd does not answer on $uri"
-}
+# shellcheck source=tests/integration/libvirt/daemons.sh
+. "$(dirname "$0")/../libvirt/daemons.sh"
+if ! command -v libvirtd >/dev/null || ! command -v qemu-img >/dev/null; then
+        log "libvirtd or qemu-img missing; skipping"
+        exit 77
+fi
 
 our_domains() {
         virsh -c "$uri" list --all --name 2>/dev/null | grep "^$prefix-" || true
@@ -100,8 +76,7 @@ cleanup() {
                         >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
         done
         [ -n "$mounted" ] && umount "$mounted"
-        [ "$started_libvirtd" = 1 ] && pid_of libvirtd >/dev/null && kill -TERM "$(pid_of libvirtd)"
-        [ "$started_virtlogd" = 1 ] && pid_of virtlogd >/dev/null && kill -TERM "$(pid_of virtlogd)"
+        stop_started_daemons
         [ -n "$work" ] && rm -rf "$work"
         exit $rc
 }

@@ -149,6 +149,13 @@ def start_agent():
     fail("the agent does not answer")
 
 
+def lsan_crashed():
+    with open(os.path.join(WORK, "agent.log")) as f:
+        text = f.read()
+    return ("LeakSanitizer has encountered a fatal error" in text and
+            "detected memory leaks" not in text)
+
+
 def stop_agent():
     global agent
     if agent:
@@ -158,7 +165,12 @@ def stop_agent():
         except subprocess.TimeoutExpired:
             agent.kill()
             fail("the agent did not stop on SIGTERM")
-        check(agent.returncode == 0, "the agent exited with %d" % agent.returncode)
+        if agent.returncode != 0 and lsan_crashed():
+            # LeakSanitizer's own tracer died at exit (it reports "fatal
+            # error", not a leak): a tool failure, not the agent's.
+            log("LeakSanitizer failed at the agent's exit; not counted as a failure")
+        else:
+            check(agent.returncode == 0, "the agent exited with %d" % agent.returncode)
         agent = None
 
 
