@@ -157,7 +157,7 @@ wait_domstate() { # wait_domstate NAME STATE
 # libvirt's RPC client. Preloading libtirpc lets them find the real ones.
 agent_env=()
 if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
-        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 /{print $NF; exit}')
+        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
         [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
 fi
 "${agent_env[@]}" "$build/nestor-agent" --config-file "$work/nestor.conf" 2>"$work/agent.log" &

@@ -156,7 +156,7 @@ wait_domstate() {
         fail "$1 is '$(domstate "$1")', expected '$2'"
 }
 snap_count() { virsh -c "$uri" snapshot-list --name "$1" | grep -c . || true; }
-disk_source() { virsh -c "$uri" domblklist "$1" --details | awk '$2=="disk"{print $4; exit}'; }
+disk_source() { virsh -c "$uri" domblklist "$1" --details | awk '$2 == "disk" && !f {print $4; f = 1}'; }
 # check_sizes JSON_FILE: every file of a snapshot has the size stat gives.
 check_sizes() {
         local path size n=0
@@ -171,7 +171,7 @@ check_sizes() {
 
 agent_env=()
 if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
-        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 /{print $NF; exit}')
+        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
         [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
 fi
 start_agent() { # start_agent CONF HOST LOG: sets started_pid
@@ -374,8 +374,8 @@ expect_error ScheduleNotFound "no snapshot schedule" snapshot_schedule_get "{\"i
 before=$(snap_count "$vm")
 call snapshot_schedule_set "{\"instance\": \"$vm\", \"schedule\": {\"interval\": \"1m\", \"retention\": {\"keep_last\": 1}, \"quiesce\": \"off\"}}" >"$work/sched.json" ||
         fail "snapshot_schedule_set"
-virsh -c "$uri" metadata "$vm" https://nestor.dev/xmlns/snapshot-schedule/1 --config | grep -q "1m" ||
-        fail "the schedule is not in the instance's metadata"
+meta=$(virsh -c "$uri" metadata "$vm" https://nestor.dev/xmlns/snapshot-schedule/1 --config)
+[[ "$meta" == *1m* ]] || fail "the schedule is not in the instance's metadata: $meta"
 # Two runs (one per minute): retention keeps only the newest scheduled one.
 for _ in $(seq 1 200); do
         [ "$(grep -c "scheduled snapshot auto-.* taken" "$work/agent.log")" -ge 2 ] && break
@@ -388,10 +388,10 @@ autos=$(virsh -c "$uri" snapshot-list --name "$vm" | grep -c '^auto-' || true)
 [ "$autos" = 1 ] || fail "retention keep_last 1 left $autos scheduled snapshots"
 grep -q "retention deleted auto-" "$work/agent.log" || fail "retention deleted nothing"
 [ "$(snap_count "$vm")" = $((before + 1)) ] || fail "snapshots taken by hand were touched"
-call snapshot_schedule_get "{\"instance\": \"$vm\"}" | jget 'd["last_run"] is not None' | grep -q true ||
-        fail "last_run not recorded"
+ran=$(call snapshot_schedule_get "{\"instance\": \"$vm\"}" | jget 'd["last_run"] is not None')
+[ "$ran" = true ] || fail "last_run not recorded"
 call snapshot_schedule_delete "{\"instance\": \"$vm\"}" >/dev/null || fail "snapshot_schedule_delete"
-auto=$(virsh -c "$uri" snapshot-list --name "$vm" | grep '^auto-' | head -1)
+auto=$(virsh -c "$uri" snapshot-list --name "$vm" | grep -m1 '^auto-')
 call snapshot_delete "{\"instance\": \"$vm\", \"name\": \"$auto\"}" >/dev/null || fail "delete $auto"
 log "schedules: ok"
 
