@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "messages/internal.h"
@@ -120,6 +121,27 @@ int nst_json_opt_object(json_object *obj, const char *key, const char *what, jso
         if (!json_object_is_type(v, json_type_object))
                 return wrong_type(what, key, "an object", v, err);
         *ret = v;
+        return 0;
+}
+
+int nst_json_check_keys(json_object *obj, const char *what, const char *const *allowed,
+                        struct nst_error *err) {
+        json_object_object_foreach(obj, key, val) {
+                (void)val;
+                bool ok = false;
+                for (size_t i = 0; allowed && allowed[i] && !ok; i++)
+                        ok = strcmp(allowed[i], key) == 0;
+                if (ok)
+                        continue;
+                char expected[256] = "";
+                size_t n = 0;
+                for (size_t i = 0; allowed && allowed[i] && n < sizeof(expected); i++)
+                        n += (size_t)snprintf(expected + n, sizeof(expected) - n, "%s%s",
+                                              i ? ", " : "", allowed[i]);
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: unexpected argument '%.64s' (expected %s)", what, key,
+                                     n ? expected : "none");
+        }
         return 0;
 }
 

@@ -30,6 +30,12 @@ int nst_json_opt_bool(json_object *obj, const char *key, const char *what, bool 
 int nst_json_opt_object(json_object *obj, const char *key, const char *what, json_object **ret,
                         struct nst_error *err);
 
+/* InvalidInput "<what>: unexpected argument '<key>'" for the first key of obj
+ * not in the NULL-terminated allowed list: a misspelled option is an error,
+ * not silently ignored. */
+int nst_json_check_keys(json_object *obj, const char *what, const char *const *allowed,
+                        struct nst_error *err);
+
 /* Required variants: a missing key fails with InvalidInput. */
 int nst_json_req_string(json_object *obj, const char *key, const char *what, const char **ret,
                         struct nst_error *err);

@@ -265,20 +265,6 @@ static bool known_type(struct inv_plugin *p, const char *type) {
 
 /* ---- methods ---- */
 
-static int check_args(json_object *args, const char *method, const char *const *allowed,
-                      struct nst_error *err) {
-        json_object_object_foreach(args, key, val) {
-                (void)val;
-                bool ok = false;
-                for (size_t i = 0; allowed[i] && !ok; i++)
-                        ok = strcmp(allowed[i], key) == 0;
-                if (!ok)
-                        return nst_error_set(err, -EINVAL, "InvalidInput",
-                                             "%s: unexpected argument '%s'", method, key);
-        }
-        return 0;
-}
-
 static int unknown_type(struct inv_plugin *p, const char *method, const char *type,
                         struct nst_error *err) {
         char known[512] = HOST_TYPE;
@@ -300,7 +286,7 @@ static int inventory_query(struct nst_call *call, json_object *args, void *ud, j
         const char *type = NULL, *marker = NULL;
         int64_t limit = 0;
         json_object *fields = NULL, *filter = NULL;
-        int r = check_args(args, "inventory_query", allowed, err);
+        int r = nst_json_check_keys(args, "inventory_query", allowed, err);
         if (r < 0 || (r = nst_json_req_string(args, "type", "inventory_query", &type, err)) < 0 ||
             (r = nst_json_opt_string(args, "marker", "inventory_query", &marker, err)) < 0 ||
             (r = nst_json_opt_int64(args, "limit", "inventory_query", &limit, err)) < 0)
@@ -322,7 +308,7 @@ static int inventory_changes(struct nst_call *call, json_object *args, void *ud,
         static const char *const allowed[] = {"since", "epoch", "type", "limit", NULL};
         const char *type = NULL, *epoch = NULL;
         int64_t since = -1, limit = 0;
-        int r = check_args(args, "inventory_changes", allowed, err);
+        int r = nst_json_check_keys(args, "inventory_changes", allowed, err);
         if (r >= 0 && !json_object_object_get_ex(args, "since", NULL))
                 r = nst_error_set(err, -EINVAL, "InvalidInput",
                                   "inventory_changes: since is required (0 for everything the "
@@ -379,7 +365,7 @@ static int inventory_report(struct nst_call *call, json_object *args, void *ud, 
         struct inv_plugin *p = ud;
         static const char *const allowed[] = {"full", NULL};
         bool full = true;
-        int r = check_args(args, "inventory_report", allowed, err);
+        int r = nst_json_check_keys(args, "inventory_report", allowed, err);
         if (r < 0 || (r = nst_json_opt_bool(args, "full", "inventory_report", &full, err)) < 0)
                 return r;
         refresh(p, NULL);

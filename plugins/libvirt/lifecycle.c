@@ -29,27 +29,6 @@
 
 /* ---- helpers ---- */
 
-int nst_lv_check_args(json_object *args, const char *method, const char *const *allowed,
-                      struct nst_error *err) {
-        json_object_object_foreach(args, key, val) {
-                (void)val;
-                bool ok = false;
-                for (size_t i = 0; allowed[i] && !ok; i++)
-                        ok = strcmp(key, allowed[i]) == 0;
-                if (ok)
-                        continue;
-                char expected[256] = "";
-                size_t n = 0;
-                for (size_t i = 0; allowed[i] && n < sizeof(expected); i++)
-                        n += (size_t)snprintf(expected + n, sizeof(expected) - n, "%s%s",
-                                              i ? ", " : "", allowed[i]);
-                return nst_error_set(err, -EINVAL, "InvalidInput",
-                                     "%s: unknown argument '%.64s' (expected %s)", method, key,
-                                     allowed[0] ? expected : "none");
-        }
-        return 0;
-}
-
 static bool looks_like_uuid(const char *s) {
         if (strlen(s) != 36)
                 return false;
@@ -357,7 +336,7 @@ static int opt_timeout(json_object *args, const char *method, int64_t *ret,
 /* Opens and claims the instance a mutating method works on. */
 static int begin(struct lv_plugin *p, json_object *args, const char *method,
                  const char *const *allowed, struct lv_instance *inst, struct nst_error *err) {
-        int r = nst_lv_check_args(args, method, allowed, err);
+        int r = nst_json_check_keys(args, method, allowed, err);
         if (r < 0 || (r = nst_lv_instance_open(p, args, method, inst, err)) < 0)
                 return r;
         if ((r = nst_lv_claim(p, inst, method, err)) < 0)
@@ -552,7 +531,7 @@ int nst_lv_get_info(struct lv_plugin *p, json_object *ctx, json_object *args, js
                     struct nst_error *err) {
         static const char *const allowed[] = {"instance", NULL};
         struct lv_instance inst;
-        int r = nst_lv_check_args(args, "get_info", allowed, err);
+        int r = nst_json_check_keys(args, "get_info", allowed, err);
         if (r < 0 || (r = nst_lv_instance_open(p, args, "get_info", &inst, err)) < 0)
                 return r;
         virDomainInfo info;
@@ -619,7 +598,7 @@ int nst_lv_list_instances(struct lv_plugin *p, json_object *ctx, json_object *ar
                           json_object **ret, struct nst_error *err) {
         static const char *const allowed[] = {NULL};
         virConnectPtr conn;
-        int r = nst_lv_check_args(args, "list_instances", allowed, err);
+        int r = nst_json_check_keys(args, "list_instances", allowed, err);
         if (r < 0 || (r = nst_lv_conn_get(p->conn, &conn, err)) < 0)
                 return r;
         json_object *list = json_object_new_array();
@@ -679,7 +658,7 @@ int nst_lv_get_xml(struct lv_plugin *p, json_object *ctx, json_object *args, jso
         static const char *const allowed[] = {"instance", "inactive", NULL};
         bool inactive = false;
         struct lv_instance inst;
-        int r = nst_lv_check_args(args, "get_xml", allowed, err);
+        int r = nst_json_check_keys(args, "get_xml", allowed, err);
         if (r < 0 || (r = nst_json_opt_bool(args, "inactive", "get_xml", &inactive, err)) < 0 ||
             (r = nst_lv_instance_open(p, args, "get_xml", &inst, err)) < 0)
                 return r;

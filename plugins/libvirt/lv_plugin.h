@@ -94,9 +94,6 @@ int nst_lv_check_pci(struct lv_plugin *p, const struct nst_guest_spec *spec,
 
 /* ---- lifecycle.c: helpers for the instance methods ---- */
 
-/* Refuses keys of args not in allowed (NULL-terminated): InvalidInput. */
-int nst_lv_check_args(json_object *args, const char *method, const char *const *allowed,
-                      struct nst_error *err);
 
 /* An instance named by the `instance` argument (a uuid or a name), with a
  * connection reference and Nestor's metadata. Domains without Nestor's

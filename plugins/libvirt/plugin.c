@@ -88,7 +88,7 @@ static int get_host_capabilities(struct lv_plugin *p, json_object *ctx, json_obj
                                  json_object **ret, struct nst_error *err) {
         static const char *const allowed[] = {"refresh", NULL};
         bool refresh = false;
-        int r = nst_lv_check_args(args, "get_host_capabilities", allowed, err);
+        int r = nst_json_check_keys(args, "get_host_capabilities", allowed, err);
         if (r < 0 || (r = nst_json_opt_bool(args, "refresh", "get_host_capabilities", &refresh,
                                             err)) < 0 ||
             (r = nst_lv_lock_caps(p, refresh, err)) < 0)
@@ -101,7 +101,7 @@ static int get_host_capabilities(struct lv_plugin *p, json_object *ctx, json_obj
 static int list_profiles(struct lv_plugin *p, json_object *ctx, json_object *args,
                          json_object **ret, struct nst_error *err) {
         static const char *const allowed[] = {NULL};
-        int r = nst_lv_check_args(args, "list_profiles", allowed, err);
+        int r = nst_json_check_keys(args, "list_profiles", allowed, err);
         if (r < 0)
                 return r;
         json_object *a = json_object_new_array();
@@ -146,7 +146,7 @@ static int build_domain_xml(struct lv_plugin *p, json_object *ctx, json_object *
                             json_object **ret, struct nst_error *err) {
         static const char *const allowed[] = {"spec", NULL};
         json_object *spec_obj = NULL;
-        int r = nst_lv_check_args(args, "build_domain_xml", allowed, err);
+        int r = nst_json_check_keys(args, "build_domain_xml", allowed, err);
         if (r < 0 || (r = nst_json_req_object(args, "spec", "build_domain_xml", &spec_obj,
                                               err)) < 0)
                 return r;

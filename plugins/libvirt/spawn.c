@@ -316,7 +316,7 @@ int nst_lv_spawn(struct lv_plugin *p, json_object *ctx, json_object *args, json_
                  struct nst_error *err) {
         static const char *const allowed[] = {"spec", NULL};
         json_object *spec_obj = NULL;
-        int r = nst_lv_check_args(args, "spawn", allowed, err);
+        int r = nst_json_check_keys(args, "spawn", allowed, err);
         if (r < 0 || (r = nst_json_req_object(args, "spec", "spawn", &spec_obj, err)) < 0)
                 return r;
         struct spawn s = {.p = p, .ctx = ctx};
@@ -434,7 +434,7 @@ int nst_lv_destroy(struct lv_plugin *p, json_object *ctx, json_object *args, jso
                    struct nst_error *err) {
         static const char *const allowed[] = {"instance", NULL};
         struct lv_instance inst;
-        int r = nst_lv_check_args(args, "destroy", allowed, err);
+        int r = nst_json_check_keys(args, "destroy", allowed, err);
         if (r < 0)
                 return r;
         r = nst_lv_instance_open(p, args, "destroy", &inst, err);

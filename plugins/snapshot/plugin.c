@@ -191,20 +191,6 @@ static void busy_leave(struct snap_plugin *p, const struct instance *i) {
 
 /* ---- arguments ---- */
 
-static int check_args(json_object *args, const char *method, const char *const *allowed,
-                      struct nst_error *err) {
-        json_object_object_foreach(args, key, val) {
-                (void)val;
-                bool ok = false;
-                for (size_t i = 0; allowed[i] && !ok; i++)
-                        ok = strcmp(allowed[i], key) == 0;
-                if (!ok)
-                        return nst_error_set(err, -EINVAL, "InvalidInput",
-                                             "%s: unexpected argument '%s'", method, key);
-        }
-        return 0;
-}
-
 static int name_arg(json_object *args, const char *method, const char **ret,
                     struct nst_error *err) {
         int r = nst_json_req_string(args, "name", method, ret, err);
@@ -356,7 +342,7 @@ static int m_create(struct nst_call *call, json_object *args, void *ud, json_obj
         struct snap_plugin *p = ud;
         struct nst_snap_create_opts o = {.live = true};
         const char *quiesce = NULL;
-        int r = check_args(args, method, allowed, err);
+        int r = nst_json_check_keys(args, method, allowed, err);
         if (r < 0 || (r = name_arg(args, method, &o.name, err)) < 0 ||
             (r = nst_json_opt_string(args, "description", method, &o.description, err)) < 0 ||
             (r = nst_json_opt_bool(args, "memory", method, &o.memory, err)) < 0 ||
@@ -416,7 +402,7 @@ static int run_op(struct nst_call *call, json_object *args, struct snap_plugin *
                                                          : with_name;
         const char *name = NULL;
         bool memory = false;
-        int r = check_args(args, method, allowed, err);
+        int r = nst_json_check_keys(args, method, allowed, err);
         if (r >= 0 && allowed == with_name)
                 r = name_arg(args, method, &name, err);
         if (r >= 0 && op == OP_ESTIMATE)
@@ -580,7 +566,7 @@ static int m_schedule_set(struct nst_call *call, json_object *args, void *ud, js
         struct snap_plugin *p = ud;
         json_object *spec = NULL;
         struct stored_schedule st = {0};
-        int r = check_args(args, method, allowed, err);
+        int r = nst_json_check_keys(args, method, allowed, err);
         if (r < 0 || (r = nst_json_req_object(args, "schedule", method, &spec, err)) < 0 ||
             (r = nst_schedule_parse(spec, &st.schedule, err)) < 0)
                 return r;
@@ -607,7 +593,7 @@ static int m_schedule_get(struct nst_call *call, json_object *args, void *ud, js
         struct snap_plugin *p = ud;
         struct stored_schedule st = {0};
         struct instance inst = {0};
-        int r = check_args(args, "snapshot_schedule_get", allowed, err);
+        int r = nst_json_check_keys(args, "snapshot_schedule_get", allowed, err);
         if (r >= 0 && (r = instance_open(p, args, "snapshot_schedule_get", &inst, err)) >= 0 &&
             (r = schedule_read(&inst, &st, err)) >= 0)
                 *ret = schedule_json(&st, time(NULL));
@@ -622,7 +608,7 @@ static int m_schedule_delete(struct nst_call *call, json_object *args, void *ud,
         struct snap_plugin *p = ud;
         struct stored_schedule st = {0};
         struct instance inst = {0};
-        int r = check_args(args, "snapshot_schedule_delete", allowed, err);
+        int r = nst_json_check_keys(args, "snapshot_schedule_delete", allowed, err);
         if (r >= 0 && (r = instance_open(p, args, "snapshot_schedule_delete", &inst, err)) >= 0 &&
             (r = schedule_read(&inst, &st, err)) >= 0 && (r = schedule_clear(&inst, err)) >= 0)
                 log_info("%s (%s): snapshot schedule removed", inst.name, inst.uuid);

@@ -58,20 +58,6 @@ struct sriov_plugin {
 
 /* ---- helpers ---- */
 
-static int no_args(json_object *args, const char *method, const char *const *allowed,
-                   struct nst_error *err) {
-        json_object_object_foreach(args, key, val) {
-                (void)val;
-                bool ok = false;
-                for (size_t i = 0; allowed && allowed[i] && !ok; i++)
-                        ok = strcmp(allowed[i], key) == 0;
-                if (!ok)
-                        return nst_error_set(err, -EINVAL, "InvalidInput",
-                                             "%s: unexpected argument '%s'", method, key);
-        }
-        return 0;
-}
-
 static json_object *hex4(unsigned v) {
         char b[8];
         snprintf(b, sizeof(b), "%04x", v & 0xffff);
@@ -239,7 +225,7 @@ static int pci_list_devices(struct nst_call *call, json_object *args, void *ud, 
         size_t n_fields;
         json_object *filter = NULL;
         json_object_object_get_ex(args, "filter", &filter);
-        int r = no_args(args, "pci_list_devices", allowed, err);
+        int r = nst_json_check_keys(args, "pci_list_devices", allowed, err);
         if (r < 0 || (r = parse_fields(args, fields, &n_fields, err)) < 0 ||
             (r = check_filter(filter, err)) < 0)
                 return r;
@@ -264,7 +250,7 @@ static int pci_list_devices(struct nst_call *call, json_object *args, void *ud, 
 static int pci_pools(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                      struct nst_error *err) {
         struct sriov_plugin *p = ud;
-        int r = no_args(args, "pci_pools", NULL, err);
+        int r = nst_json_check_keys(args, "pci_pools", NULL, err);
         if (r < 0)
                 return r;
         pthread_mutex_lock(&p->s.lock);
@@ -289,7 +275,7 @@ static json_object *check(const char *name, const char *status, const char *mess
 static int pci_diagnose(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                         struct nst_error *err) {
         struct sriov_plugin *p = ud;
-        int r = no_args(args, "pci_diagnose", NULL, err);
+        int r = nst_json_check_keys(args, "pci_diagnose", NULL, err);
         if (r < 0)
                 return r;
         struct sriov *s = &p->s;
@@ -341,7 +327,7 @@ static int pci_diagnose(struct nst_call *call, json_object *args, void *ud, json
 static int pci_rescan(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                       struct nst_error *err) {
         struct sriov_plugin *p = ud;
-        int r = no_args(args, "pci_rescan", NULL, err);
+        int r = nst_json_check_keys(args, "pci_rescan", NULL, err);
         return r < 0 ? r : nst_sriov_rescan(&p->s, ret, err);
 }
 

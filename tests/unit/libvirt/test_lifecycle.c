@@ -419,7 +419,7 @@ static void test_unknown_instances(void **state) {
         assert_non_null(d);
         virDomainFree(d);
         fails(e, "InvalidInput", "instance", "get_info", "{}");
-        fails(e, "InvalidInput", "unknown argument 'force'", "destroy",
+        fails(e, "InvalidInput", "unexpected argument 'force'", "destroy",
               "{\"instance\": \"x\", \"force\": true}");
         fails(e, "InvalidInput", "timeout", "power_off", "{\"instance\": \"x\", \"timeout\": -1}");
 }
@@ -502,7 +502,7 @@ static void test_bad_specs_leave_nothing(void **state) {
         fails(e, "NestingUnavailable", "nested virtualization", "spawn",
               "{\"spec\": {\"name\": \"lc-bad\", \"vcpus\": 2, \"memory_mb\": 512, "
               "\"profile\": \"nested-kvm\"}}");
-        fails(e, "InvalidInput", "unknown argument", "spawn",
+        fails(e, "InvalidInput", "unexpected argument", "spawn",
               "{\"spec\": {\"name\": \"lc-bad\", \"vcpus\": 1, \"memory_mb\": 128}, \"x\": 1}");
         assert_int_equal(count_domains(), domains);
         assert_int_equal(count_instance_dirs(), dirs);
