@@ -69,6 +69,15 @@ static const struct nst_catalog_entry english[] = {
         {"replication.failover.end", "Instance {display_name} was failed over to {host}"},
         {"replication.failover.error",
          "Failover of instance {display_name} to {host} failed: {fault.exception_message}"},
+        {"replication.disable.end",
+         "Replication of instance {display_name} to {target_host} is disabled"},
+        {"replication.chain_broken",
+         "Replication of instance {display_name} to {target_host} lost its changed-block "
+         "tracking ({reason}); the next cycle compares block hashes"},
+        {"replication.test_failover.end",
+         "A test copy of instance {display_name} was started on {host} from point {point_id}"},
+        {"replication.network_connected",
+         "The network of recovered instance {display_name} on {host} is connected"},
         {"replication.failover_refused",
          "Failover of instance {display_name} to {host} was refused: {reason}"},
 

@@ -1,0 +1,1652 @@
+/* The source role of the replication plugin: the replications of this
+ * node's instances, their schedule, and the cycles that ship changed blocks
+ * to the target (docs/replication.md).
+ *
+ * Each replication has a record, <state_dir>/source/<uuid>.json, written
+ * atomically whenever something in it changes; the last checkpoint named
+ * there is the one whose point the target has committed. A scheduler thread
+ * asks repl_sched.c what is due and hands it to a pool of runner threads
+ * (max_concurrent_cycles). A cycle:
+ *   1. starts a pull-mode backup with a new checkpoint (repl_source.c),
+ *      incremental from the last committed checkpoint, or full, or a
+ *      hash-compare resync when there is a seed or the chain broke;
+ *   2. connects to the target's data channel (repl_channel.c) with the
+ *      replication's pre-shared key and says which cycle it ships;
+ *   3. ships data and zero extents, asking the target to make them durable
+ *      every mark_interval_mb; a broken connection is retried and resumes at
+ *      the target's last mark;
+ *   4. commits: the target makes the cycle a point; only then the record
+ *      moves to the new checkpoint and the older ones are deleted.
+ * A failed cycle deletes its new checkpoint, so the next one is a
+ * differential from the last committed point: nothing is lost, nothing is
+ * shipped twice more than needed. */
+#define NST_LOG_MODULE "replication"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libvirt/virterror.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/fs_util.h"
+#include "agent/log.h"
+#include "messages/json_util.h"
+#include "plugins/libvirt/lv_util.h"
+#include "plugins/replication/repl_plugin.h"
+#include "plugins/replication/repl_sched.h"
+#include "plugins/replication/repl_source.h"
+#include "plugins/replication/repl_wire.h"
+
+NST_DEFINE_CLEANUP(DIR, closedir)
+
+#define HASH_BATCH_BLOCKS 256 /* 16 MiB of 64 KiB blocks per hash exchange */
+#define HASH_BLOCK (UINT32_C(64) * 1024)
+
+struct src_repl {
+        /* persisted */
+        char id[37];
+        char name[256];
+        char target_host[256];
+        char target_address[256];
+        int target_port;
+        int64_t rpo_s;
+        char disks[NST_SRC_MAX_DISKS][32];
+        size_t n_disks;
+        enum nst_src_quiesce quiesce;
+        unsigned points_in_time;
+        bool compress;
+        uint64_t bandwidth; /* bytes/s, 0 = unlimited */
+        uint8_t psk[NST_RC_PSK_LEN];
+        bool paused;
+        bool seeded;        /* the target has seeds: the first cycle compares hashes */
+        bool resync_needed; /* the checkpoint chain broke: compare hashes */
+        char last_checkpoint[64];
+        uint64_t checkpoint_seq;
+        int64_t last_point_ms;
+        uint64_t last_point_id;
+        uint64_t bytes_total, wire_total, cycles_total;
+        int64_t created_ms;
+        /* runtime */
+        uint64_t sched_id;
+        bool running, removed, stale_checked, violation;
+        char phase[32];
+        char cycle_kind[16];
+        char last_kind[16];
+        uint64_t progress_done, progress_total;
+        int64_t cycle_started_ms;
+        uint64_t last_bytes, last_zeroed, last_wire;
+        int64_t last_duration_ms, last_end_ms;
+        bool last_quiesced;
+        struct nst_error last_error;
+        unsigned failures;
+};
+
+struct repl_source {
+        struct repl_plugin *p;
+        pthread_mutex_t lock;
+        pthread_cond_t wake; /* the scheduler thread */
+        pthread_cond_t work; /* runner threads */
+        struct src_repl **items;
+        size_t n_items, cap_items;
+        uint64_t next_sched_id;
+        struct nst_sched *sched;
+        uint64_t *queue;
+        size_t q_len, q_cap;
+        pthread_t sched_thread;
+        pthread_t *runners;
+        size_t n_runners;
+        bool sched_started, stopping;
+        char *dir;
+};
+
+static const char *const quiesce_names[] = {"off", "preferred", "required"};
+
+/* ---- records ---- */
+
+static struct src_repl *find_locked(struct repl_source *s, const char *id) {
+        for (size_t i = 0; i < s->n_items; i++)
+                if (!s->items[i]->removed && strcmp(s->items[i]->id, id) == 0)
+                        return s->items[i];
+        return NULL;
+}
+
+static struct src_repl *find_sched_locked(struct repl_source *s, uint64_t sched_id) {
+        for (size_t i = 0; i < s->n_items; i++)
+                if (s->items[i]->sched_id == sched_id)
+                        return s->items[i];
+        return NULL;
+}
+
+static json_object *record_to_json(const struct src_repl *r) {
+        json_object *o = json_object_new_object();
+        char psk[2 * NST_RC_PSK_LEN + 1];
+        repl_hex_encode(r->psk, NST_RC_PSK_LEN, psk);
+        json_object *disks = json_object_new_array();
+        for (size_t i = 0; i < r->n_disks; i++)
+                json_object_array_add(disks, json_object_new_string(r->disks[i]));
+        json_object_object_add(o, "replication", json_object_new_string(r->id));
+        json_object_object_add(o, "instance_name", json_object_new_string(r->name));
+        json_object_object_add(o, "target_host", json_object_new_string(r->target_host));
+        json_object_object_add(o, "target_address", json_object_new_string(r->target_address));
+        json_object_object_add(o, "target_port", json_object_new_int(r->target_port));
+        json_object_object_add(o, "rpo", json_object_new_int64(r->rpo_s));
+        json_object_object_add(o, "disks", disks);
+        json_object_object_add(o, "quiesce", json_object_new_string(quiesce_names[r->quiesce]));
+        json_object_object_add(o, "points_in_time", json_object_new_int((int)r->points_in_time));
+        json_object_object_add(o, "compress", json_object_new_boolean(r->compress));
+        json_object_object_add(o, "bandwidth_limit", json_object_new_int64((int64_t)r->bandwidth));
+        json_object_object_add(o, "psk", json_object_new_string(psk));
+        json_object_object_add(o, "paused", json_object_new_boolean(r->paused));
+        json_object_object_add(o, "seeded", json_object_new_boolean(r->seeded));
+        json_object_object_add(o, "resync_needed", json_object_new_boolean(r->resync_needed));
+        json_object_object_add(o, "last_checkpoint", json_object_new_string(r->last_checkpoint));
+        json_object_object_add(o, "checkpoint_seq", json_object_new_int64((int64_t)r->checkpoint_seq));
+        json_object_object_add(o, "last_point_ms", json_object_new_int64(r->last_point_ms));
+        json_object_object_add(o, "last_point_id", json_object_new_int64((int64_t)r->last_point_id));
+        json_object_object_add(o, "bytes_total", json_object_new_int64((int64_t)r->bytes_total));
+        json_object_object_add(o, "wire_total", json_object_new_int64((int64_t)r->wire_total));
+        json_object_object_add(o, "cycles_total", json_object_new_int64((int64_t)r->cycles_total));
+        json_object_object_add(o, "created_ms", json_object_new_int64(r->created_ms));
+        return o;
+}
+
+static int copy_field(json_object *o, const char *key, char *dst, size_t size, const char *path,
+                      struct nst_error *err) {
+        json_object *v = json_object_object_get(o, key);
+        if (!v || !json_object_is_type(v, json_type_string) ||
+            (size_t)json_object_get_string_len(v) >= size)
+                return nst_error_set(err, -EBADMSG, "ReplicaCorrupt", "%s: bad or missing '%s'",
+                                     path, key);
+        memcpy(dst, json_object_get_string(v), (size_t)json_object_get_string_len(v) + 1);
+        return 0;
+}
+
+static int64_t get_i64(json_object *o, const char *key) {
+        return json_object_get_int64(json_object_object_get(o, key));
+}
+
+static int record_from_json(json_object *o, const char *path, struct src_repl *r,
+                            struct nst_error *err) {
+        char psk[2 * NST_RC_PSK_LEN + 1], quiesce[16];
+        int rc;
+        if ((rc = copy_field(o, "replication", r->id, sizeof(r->id), path, err)) < 0 ||
+            (rc = copy_field(o, "instance_name", r->name, sizeof(r->name), path, err)) < 0 ||
+            (rc = copy_field(o, "target_host", r->target_host, sizeof(r->target_host), path,
+                             err)) < 0 ||
+            (rc = copy_field(o, "target_address", r->target_address, sizeof(r->target_address),
+                             path, err)) < 0 ||
+            (rc = copy_field(o, "psk", psk, sizeof(psk), path, err)) < 0 ||
+            (rc = copy_field(o, "quiesce", quiesce, sizeof(quiesce), path, err)) < 0 ||
+            (rc = copy_field(o, "last_checkpoint", r->last_checkpoint,
+                             sizeof(r->last_checkpoint), path, err)) < 0)
+                return rc;
+        if (!repl_uuid_valid(r->id) || repl_hex_decode(psk, r->psk, NST_RC_PSK_LEN) < 0)
+                return nst_error_set(err, -EBADMSG, "ReplicaCorrupt",
+                                     "%s: bad replication id or key", path);
+        r->quiesce = NST_SRC_QUIESCE_OFF;
+        for (size_t i = 0; i < NST_ARRAY_SIZE(quiesce_names); i++)
+                if (strcmp(quiesce, quiesce_names[i]) == 0)
+                        r->quiesce = (enum nst_src_quiesce)i;
+        json_object *disks = json_object_object_get(o, "disks");
+        if (!json_object_is_type(disks, json_type_array) || json_object_array_length(disks) == 0 ||
+            json_object_array_length(disks) > NST_SRC_MAX_DISKS)
+                return nst_error_set(err, -EBADMSG, "ReplicaCorrupt", "%s: bad 'disks'", path);
+        r->n_disks = json_object_array_length(disks);
+        for (size_t i = 0; i < r->n_disks; i++)
+                snprintf(r->disks[i], sizeof(r->disks[i]), "%s",
+                         json_object_get_string(json_object_array_get_idx(disks, i)));
+        r->target_port = (int)get_i64(o, "target_port");
+        r->rpo_s = get_i64(o, "rpo");
+        r->points_in_time = (unsigned)get_i64(o, "points_in_time");
+        r->compress = json_object_get_boolean(json_object_object_get(o, "compress"));
+        r->bandwidth = (uint64_t)get_i64(o, "bandwidth_limit");
+        r->paused = json_object_get_boolean(json_object_object_get(o, "paused"));
+        r->seeded = json_object_get_boolean(json_object_object_get(o, "seeded"));
+        r->resync_needed = json_object_get_boolean(json_object_object_get(o, "resync_needed"));
+        r->checkpoint_seq = (uint64_t)get_i64(o, "checkpoint_seq");
+        r->last_point_ms = get_i64(o, "last_point_ms");
+        r->last_point_id = (uint64_t)get_i64(o, "last_point_id");
+        r->bytes_total = (uint64_t)get_i64(o, "bytes_total");
+        r->wire_total = (uint64_t)get_i64(o, "wire_total");
+        r->cycles_total = (uint64_t)get_i64(o, "cycles_total");
+        r->created_ms = get_i64(o, "created_ms");
+        if (r->rpo_s < REPL_RPO_MIN_S || r->rpo_s > REPL_RPO_MAX_S)
+                return nst_error_set(err, -EBADMSG, "ReplicaCorrupt", "%s: bad 'rpo'", path);
+        return 0;
+}
+
+static void record_path(const struct repl_source *s, const char *id, char *buf, size_t size) {
+        snprintf(buf, size, "%s/%s.json", s->dir, id);
+}
+
+/* Caller holds the lock (the record is copied into JSON under it). */
+static int record_save_locked(struct repl_source *s, const struct src_repl *r,
+                              struct nst_error *err) {
+        char path[4096];
+        record_path(s, r->id, path, sizeof(path));
+        json_object *o = record_to_json(r);
+        int rc = repl_write_json(path, o, err);
+        json_object_put(o);
+        return rc;
+}
+
+static void record_save_logged_locked(struct repl_source *s, const struct src_repl *r) {
+        struct nst_error e = NST_ERROR_INIT;
+        if (record_save_locked(s, r, &e) < 0)
+                log_error("replication %s: cannot save its record: %s", r->id, e.message);
+}
+
+static int add_locked(struct repl_source *s, struct src_repl *r) {
+        if (s->n_items == s->cap_items) {
+                size_t cap = s->cap_items ? 2 * s->cap_items : 16;
+                struct src_repl **n = realloc(s->items, cap * sizeof(*n));
+                if (!n)
+                        return -ENOMEM;
+                s->items = n;
+                s->cap_items = cap;
+        }
+        r->sched_id = ++s->next_sched_id;
+        int rc = nst_sched_add(s->sched, r->sched_id, r->rpo_s * 1000,
+                               r->cycles_total ? r->last_point_ms : 0, repl_now_ms());
+        if (rc < 0)
+                return rc;
+        if (r->paused)
+                nst_sched_set_paused(s->sched, r->sched_id, true, repl_now_ms());
+        s->items[s->n_items++] = r;
+        return 0;
+}
+
+static void drop_locked(struct repl_source *s, struct src_repl *r) {
+        for (size_t i = 0; i < s->n_items; i++)
+                if (s->items[i] == r) {
+                        s->items[i] = s->items[--s->n_items];
+                        break;
+                }
+        free(r);
+}
+
+/* ---- notifications ---- */
+
+static json_object *event_data(const struct src_repl *r, const char *host) {
+        json_object *d = json_object_new_object();
+        json_object_object_add(d, "replication", json_object_new_string(r->id));
+        json_object_object_add(d, "instance_uuid", json_object_new_string(r->id));
+        json_object_object_add(d, "display_name", json_object_new_string(r->name));
+        json_object_object_add(d, "source_host", json_object_new_string(host));
+        json_object_object_add(d, "target_host", json_object_new_string(r->target_host));
+        json_object_object_add(d, "rpo_seconds", json_object_new_int64(r->rpo_s));
+        return d;
+}
+
+/* ---- one cycle ---- */
+
+struct cycle {
+        struct repl_source *s;
+        struct src_repl *r;   /* for progress only, under s->lock */
+        struct src_repl cfg;  /* a copy taken when the cycle started */
+        virConnectPtr conn;
+        virDomainPtr dom;
+        struct nst_src_job *job;
+        struct nst_rc_conn *ch;
+        char new_cp[64];
+        const char *kind;
+        bool quiesced;
+        int64_t point_ms;
+        uint64_t sizes[NST_SRC_MAX_DISKS];
+        struct nst_src_extent *ext[NST_SRC_MAX_DISKS];
+        size_t n_ext[NST_SRC_MAX_DISKS];
+        bool resume_valid;
+        uint16_t resume_disk;
+        uint64_t resume_offset;
+        uint16_t disk;        /* being shipped */
+        uint64_t since_mark;
+        uint64_t shipped;     /* data bytes shipped, this cycle */
+        uint64_t zeroed;      /* bytes shipped as zero ranges (no payload) */
+        uint64_t wire;        /* channel bytes of closed connections */
+        uint64_t target_points;
+        uint8_t *cbuf, *rbuf, *hbuf;
+        size_t cbuf_cap, rbuf_cap;
+};
+
+static void progress(struct cycle *c, const char *phase, uint64_t add) {
+        pthread_mutex_lock(&c->s->lock);
+        if (phase)
+                snprintf(c->r->phase, sizeof(c->r->phase), "%s", phase);
+        c->r->progress_done += add;
+        pthread_mutex_unlock(&c->s->lock);
+}
+
+static bool retryable(const struct nst_error *e) {
+        return e->code == -ETIMEDOUT || strcmp(e->cls, "ChannelError") == 0;
+}
+
+/* Reads one frame; an ERROR frame from the peer becomes err. */
+static int recv_expect(struct cycle *c, uint8_t type, json_object **ret_json,
+                       struct nst_error *err) {
+        struct nst_rw_header h;
+        int r = nst_rc_recv(c->ch, &h, &c->rbuf, &c->rbuf_cap, err);
+        if (r < 0)
+                return r;
+        if (h.type == NST_RW_ERROR) {
+                json_object *e = NULL;
+                if (nst_rc_parse_json(c->rbuf, h.length, &e, err) < 0)
+                        return -EPROTO;
+                const char *cls = json_object_get_string(json_object_object_get(e, "class"));
+                const char *msg = json_object_get_string(json_object_object_get(e, "message"));
+                r = nst_error_set(err, -EREMOTEIO, cls && *cls ? cls : "TargetError",
+                                  "target %s: %s", c->cfg.target_host, msg ? msg : "error");
+                json_object_put(e);
+                return r;
+        }
+        if (h.type != type)
+                return nst_error_set(err, -EPROTO, "ProtocolError",
+                                     "target %s sent %s where %s was expected",
+                                     c->cfg.target_host, nst_rw_type_name(h.type),
+                                     nst_rw_type_name(type));
+        if (ret_json)
+                return nst_rc_parse_json(c->rbuf, h.length, ret_json, err);
+        return (int)h.length;
+}
+
+static int send_mark(struct cycle *c, uint16_t disk, uint64_t offset, struct nst_error *err) {
+        uint8_t m[NST_RW_MARK_SIZE];
+        nst_rw_mark_encode(m, &(struct nst_rw_mark){.disk = disk, .offset = offset});
+        int r = nst_rc_send(c->ch, NST_RW_MARK, 0, m, sizeof(m), NULL, 0, err);
+        if (r >= 0)
+                r = recv_expect(c, NST_RW_MARK_ACK, NULL, err);
+        if (r >= 0)
+                c->since_mark = 0;
+        return r < 0 ? r : 0;
+}
+
+static int send_zero(struct cycle *c, uint64_t offset, uint64_t length, struct nst_error *err) {
+        while (length > 0) {
+                uint32_t n = length > NST_RW_MAX_ZERO_EXTENT ? NST_RW_MAX_ZERO_EXTENT
+                                                              : (uint32_t)length;
+                uint8_t h[NST_RW_EXTENT_SIZE];
+                nst_rw_extent_encode(h, &(struct nst_rw_extent){.disk = c->disk, .length = n,
+                                                                .offset = offset});
+                int r = nst_rc_send(c->ch, NST_RW_ZERO, 0, h, sizeof(h), NULL, 0, err);
+                if (r < 0)
+                        return r;
+                offset += n;
+                length -= n;
+        }
+        return 0;
+}
+
+static int send_data(struct cycle *c, uint64_t offset, const void *data, uint32_t length,
+                     struct nst_error *err) {
+        uint8_t h[NST_RW_EXTENT_SIZE];
+        nst_rw_extent_encode(h, &(struct nst_rw_extent){.disk = c->disk, .length = length,
+                                                        .offset = offset,
+                                                        .digest = nst_rw_digest(data, length)});
+        if (c->cfg.compress) {
+                size_t bound = nst_rw_compress_bound(length), clen = 0;
+                if (bound > c->cbuf_cap) {
+                        uint8_t *n = realloc(c->cbuf, bound);
+                        if (!n)
+                                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+                        c->cbuf = n;
+                        c->cbuf_cap = bound;
+                }
+                int r = nst_rw_compress(data, length, c->cbuf, c->cbuf_cap, &clen, err);
+                if (r == 0)
+                        return nst_rc_send(c->ch, NST_RW_DATA, NST_RW_F_ZSTD, h, sizeof(h), c->cbuf,
+                                           clen, err);
+                if (r != -ENOSPC)
+                        return r;
+                nst_error_clear(err);
+        }
+        return nst_rc_send(c->ch, NST_RW_DATA, 0, h, sizeof(h), data, length, err);
+}
+
+struct stream_ctx {
+        struct cycle *c;
+        struct nst_error *err;
+};
+
+static int on_extent(void *ud, const struct nst_src_extent *e, const void *data) {
+        struct stream_ctx *x = ud;
+        struct cycle *c = x->c;
+        int r = data ? send_data(c, e->offset, data, (uint32_t)e->length, x->err)
+                     : send_zero(c, e->offset, e->length, x->err);
+        if (r < 0)
+                return r;
+        if (data) {
+                c->shipped += e->length;
+                progress(c, NULL, e->length);
+        } else {
+                c->zeroed += e->length;
+        }
+        c->since_mark += data ? e->length : 0;
+        if (c->since_mark >= c->s->p->o.mark_bytes)
+                return send_mark(c, c->disk, e->offset + e->length, x->err);
+        return 0;
+}
+
+static size_t first_extent_from(const struct nst_src_extent *ex, size_t n, uint64_t offset) {
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (ex[mid].offset < offset)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+static bool all_zero(const uint8_t *p, size_t n) {
+        return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Seed and resync: compare 64 KiB block digests with the target's copy and
+ * ship only the blocks that differ (zero blocks as zero extents). */
+static int ship_disk_by_hash(struct cycle *c, uint64_t from, struct nst_error *err) {
+        uint64_t size = c->sizes[c->disk];
+        uint64_t nblocks = (size + HASH_BLOCK - 1) / HASH_BLOCK;
+        if (!c->hbuf && !(c->hbuf = malloc((size_t)HASH_BATCH_BLOCKS * HASH_BLOCK)))
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        for (uint64_t first = from / HASH_BLOCK; first < nblocks; first += HASH_BATCH_BLOCKS) {
+                uint32_t count = (uint32_t)(nblocks - first < HASH_BATCH_BLOCKS ? nblocks - first
+                                                                                 : HASH_BATCH_BLOCKS);
+                json_object *req = json_object_new_object();
+                json_object_object_add(req, "disk", json_object_new_int(c->disk));
+                json_object_object_add(req, "first", json_object_new_int64((int64_t)first));
+                json_object_object_add(req, "count", json_object_new_int64(count));
+                int r = nst_rc_send_json(c->ch, NST_RW_HASH_REQ, req, err);
+                json_object_put(req);
+                if (r < 0 || (r = recv_expect(c, NST_RW_HASHES, NULL, err)) < 0)
+                        return r;
+                struct nst_rw_hashes hh;
+                if ((r = nst_rw_hashes_decode(c->rbuf, (size_t)r, &hh, err)) < 0)
+                        return r;
+                if (hh.disk != c->disk || hh.first_block != first || hh.count != count)
+                        return nst_error_set(err, -EPROTO, "ProtocolError",
+                                             "target sent digests of the wrong blocks");
+                uint64_t off = first * HASH_BLOCK;
+                uint64_t len = size - off < (uint64_t)count * HASH_BLOCK ? size - off
+                                                                          : (uint64_t)count * HASH_BLOCK;
+                if ((r = nst_src_job_read(c->job, c->disk, off, c->hbuf, len, err)) < 0)
+                        return r;
+                for (uint32_t b = 0; b < count; b++) {
+                        const uint8_t *blk = c->hbuf + (size_t)b * HASH_BLOCK;
+                        uint64_t boff = off + (uint64_t)b * HASH_BLOCK;
+                        uint32_t blen = (uint32_t)(size - boff < HASH_BLOCK ? size - boff
+                                                                            : HASH_BLOCK);
+                        uint8_t md[SHA256_DIGEST_LENGTH];
+                        SHA256(blk, blen, md);
+                        const uint8_t *theirs = c->rbuf + NST_RW_HASHES_HEADER_SIZE +
+                                                (size_t)b * NST_RW_HASH_SIZE;
+                        if (memcmp(md, theirs, NST_RW_HASH_SIZE) == 0)
+                                continue;
+                        bool zero = all_zero(blk, blen);
+                        r = zero ? send_zero(c, boff, blen, err)
+                                 : send_data(c, boff, blk, blen, err);
+                        if (r < 0)
+                                return r;
+                        *(zero ? &c->zeroed : &c->shipped) += blen;
+                }
+                progress(c, NULL, len);
+                c->since_mark += len;
+                if (c->since_mark >= c->s->p->o.mark_bytes &&
+                    (r = send_mark(c, c->disk, off + len, err)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int ship(struct cycle *c, struct nst_error *err) {
+        bool by_hash = strcmp(c->kind, "seed") == 0 || strcmp(c->kind, "resync") == 0;
+        for (size_t d = c->resume_valid ? c->resume_disk : 0; d < c->cfg.n_disks; d++) {
+                c->disk = (uint16_t)d;
+                uint64_t from = c->resume_valid && d == c->resume_disk ? c->resume_offset : 0;
+                int r;
+                if (by_hash) {
+                        r = ship_disk_by_hash(c, from, err);
+                } else {
+                        size_t i = first_extent_from(c->ext[d], c->n_ext[d], from);
+                        struct stream_ctx x = {c, err};
+                        r = nst_src_job_stream(c->job, d, c->ext[d] + i, c->n_ext[d] - i,
+                                               c->s->p->o.stream_depth, on_extent, &x, err);
+                }
+                if (r < 0 || (r = send_mark(c, (uint16_t)d, c->sizes[d], err)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int hello(struct cycle *c, struct nst_error *err) {
+        struct repl_options *o = &c->s->p->o;
+        int r = nst_rc_connect(c->cfg.target_address, (uint16_t)c->cfg.target_port, &o->tls,
+                               c->cfg.id, o->tls.cert_file ? NULL : c->cfg.psk,
+                               o->connect_timeout_ms, &c->ch, err);
+        if (r < 0)
+                return r;
+        nst_rc_set_timeout(c->ch, o->io_timeout_ms);
+        nst_rc_set_rate_limit(c->ch, c->cfg.bandwidth);
+        json_object *h = json_object_new_object(), *disks = json_object_new_array();
+        for (size_t i = 0; i < c->cfg.n_disks; i++) {
+                json_object *d = json_object_new_object();
+                json_object_object_add(d, "name", json_object_new_string(c->cfg.disks[i]));
+                json_object_object_add(d, "size", json_object_new_int64((int64_t)c->sizes[i]));
+                json_object_array_add(disks, d);
+        }
+        json_object_object_add(h, "version", json_object_new_int(NST_RW_VERSION));
+        json_object_object_add(h, "replication", json_object_new_string(c->cfg.id));
+        json_object_object_add(h, "cycle", json_object_new_string(c->new_cp));
+        json_object_object_add(h, "kind", json_object_new_string(c->kind));
+        json_object_object_add(h, "source_host", json_object_new_string(c->s->p->host_name));
+        json_object_object_add(h, "disks", disks);
+        r = nst_rc_send_json(c->ch, NST_RW_HELLO, h, err);
+        json_object_put(h);
+        json_object *ready = NULL;
+        if (r < 0 || (r = recv_expect(c, NST_RW_READY, &ready, err)) < 0)
+                return r;
+        json_object *resume = json_object_object_get(ready, "resume");
+        c->resume_valid = json_object_is_type(resume, json_type_object);
+        if (c->resume_valid) {
+                int64_t d = get_i64(resume, "disk"), off = get_i64(resume, "offset");
+                if (d < 0 || (size_t)d >= c->cfg.n_disks || off < 0 ||
+                    (uint64_t)off > c->sizes[d]) {
+                        json_object_put(ready);
+                        return nst_error_set(err, -EPROTO, "ProtocolError",
+                                             "target sent an impossible resume mark");
+                }
+                c->resume_disk = (uint16_t)d;
+                c->resume_offset = (uint64_t)off;
+        }
+        c->target_points = (uint64_t)get_i64(ready, "points");
+        json_object_put(ready);
+        if (!c->resume_valid && c->target_points == 0 && strcmp(c->kind, "incremental") == 0)
+                return nst_error_set(err, -ESTALE, "ReplicaReset",
+                                     "target %s has no committed point: the next cycle "
+                                     "resynchronizes",
+                                     c->cfg.target_host);
+        return 0;
+}
+
+static int commit(struct cycle *c, uint64_t *ret_point, struct nst_error *err) {
+        json_object *m = json_object_new_object(), *pt = json_object_new_object();
+        json_object_object_add(pt, "time_ms", json_object_new_int64(c->point_ms));
+        json_object_object_add(pt, "checkpoint", json_object_new_string(c->new_cp));
+        json_object_object_add(pt, "kind", json_object_new_string(c->kind));
+        json_object_object_add(pt, "quiesced", json_object_new_boolean(c->quiesced));
+        json_object_object_add(pt, "bytes", json_object_new_int64((int64_t)c->shipped));
+        json_object_object_add(m, "cycle", json_object_new_string(c->new_cp));
+        json_object_object_add(m, "point", pt);
+        json_object_object_add(m, "points_in_time",
+                               json_object_new_int((int)c->cfg.points_in_time));
+        int r = nst_rc_send_json(c->ch, NST_RW_COMMIT, m, err);
+        json_object_put(m);
+        json_object *done = NULL;
+        if (r < 0 || (r = recv_expect(c, NST_RW_COMMITTED, &done, err)) < 0)
+                return r;
+        *ret_point = (uint64_t)get_i64(done, "point");
+        json_object_put(done);
+        nst_rc_send(c->ch, NST_RW_BYE, 0, NULL, 0, NULL, 0, NULL);
+        return 0;
+}
+
+static void close_channel(struct cycle *c) {
+        if (!c->ch)
+                return;
+        c->wire += nst_rc_bytes_sent(c->ch) + nst_rc_bytes_received(c->ch);
+        nst_rc_close(c->ch);
+        c->ch = NULL;
+}
+
+/* Connects, ships and commits, reconnecting on a broken channel. */
+static int transfer(struct cycle *c, uint64_t *ret_point, struct nst_error *err) {
+        int retries = c->s->p->o.connect_retries;
+        for (int attempt = 0;; attempt++) {
+                nst_error_clear(err);
+                int r = hello(c, err);
+                if (r >= 0)
+                        r = ship(c, err);
+                if (r >= 0)
+                        r = commit(c, ret_point, err);
+                close_channel(c);
+                if (r >= 0)
+                        return 0;
+                if (!retryable(err) || attempt >= retries)
+                        return r;
+                log_warning("replication %s: %s; reconnecting (%d of %d)", c->cfg.id,
+                            err->message, attempt + 1, retries);
+                progress(c, "reconnecting", 0);
+                sleep((unsigned)(attempt + 1));
+        }
+}
+
+static const char *choose_kind(struct cycle *c, struct nst_error *err) {
+        if (c->cfg.resync_needed)
+                return "resync";
+        if (!c->cfg.last_checkpoint[0])
+                return c->cfg.seeded ? "seed" : "full";
+        struct nst_error e = NST_ERROR_INIT;
+        if (nst_src_checkpoint_check(c->dom, c->cfg.last_checkpoint, &e) == 0)
+                return "incremental";
+        if (strcmp(e.cls, "CheckpointBroken") != 0) {
+                *err = e;
+                return NULL;
+        }
+        log_warning("replication %s: %s; falling back to a hash-compare resync", c->cfg.id,
+                    e.message);
+        pthread_mutex_lock(&c->s->lock);
+        c->r->resync_needed = true;
+        record_save_logged_locked(c->s, c->r);
+        json_object *d = event_data(c->r, c->s->p->host_name);
+        pthread_mutex_unlock(&c->s->lock);
+        json_object_object_add(d, "checkpoint", json_object_new_string(c->cfg.last_checkpoint));
+        json_object_object_add(d, "reason", json_object_new_string(e.message));
+        repl_notify(c->s->p, "replication.chain_broken", d, NULL);
+        struct nst_error pe = NST_ERROR_INIT;
+        if (nst_src_checkpoints_prune(c->dom, NULL, &pe) < 0)
+                log_warning("replication %s: cleaning the broken checkpoints: %s", c->cfg.id,
+                            pe.message);
+        return "resync";
+}
+
+static int prepare(struct cycle *c, struct nst_error *err) {
+        int r = repl_domain_open(c->s->p, c->cfg.id, &c->conn, &c->dom, err);
+        if (r < 0)
+                return r;
+        if (virDomainIsActive(c->dom) != 1)
+                return nst_error_set(err, -EAGAIN, "InstanceInvalidState",
+                                     "instance %s is not running: replication waits for it",
+                                     c->cfg.name);
+        struct nst_error e = NST_ERROR_INIT;
+        if (!c->cfg.stale_checked) {
+                if (nst_src_abort_stale_job(c->dom, &e) < 0)
+                        log_warning("replication %s: %s", c->cfg.id, e.message);
+                pthread_mutex_lock(&c->s->lock);
+                c->r->stale_checked = true;
+                pthread_mutex_unlock(&c->s->lock);
+        }
+        if (!(c->kind = choose_kind(c, err)))
+                return -EIO;
+        /* A checkpoint newer than the committed one is a cycle that never
+         * committed (an agent killed mid-cycle): drop it. */
+        nst_error_clear(&e);
+        if (c->cfg.last_checkpoint[0] && strcmp(c->kind, "incremental") == 0 &&
+            nst_src_checkpoints_prune(c->dom, c->cfg.last_checkpoint, &e) < 0)
+                log_warning("replication %s: %s", c->cfg.id, e.message);
+        pthread_mutex_lock(&c->s->lock);
+        c->r->checkpoint_seq++;
+        snprintf(c->new_cp, sizeof(c->new_cp), NST_SRC_CHECKPOINT_PREFIX "%llu",
+                 (unsigned long long)c->r->checkpoint_seq);
+        snprintf(c->r->cycle_kind, sizeof(c->r->cycle_kind), "%s", c->kind);
+        r = record_save_locked(c->s, c->r, err);
+        pthread_mutex_unlock(&c->s->lock);
+        return r;
+}
+
+static int begin_job(struct cycle *c, struct nst_error *err) {
+        char run_dir[4096];
+        snprintf(run_dir, sizeof(run_dir), "%s/run", c->s->p->state_dir);
+        int r = nst_mkdir_p(run_dir, 0711);
+        snprintf(run_dir, sizeof(run_dir), "%s/run/%.8s", c->s->p->state_dir, c->cfg.id);
+        if (r >= 0)
+                r = nst_mkdir_p(run_dir, 0700);
+        if (r < 0)
+                return nst_error_set(err, r, "StorageError", "cannot create %s: %s", run_dir,
+                                     strerror(-r));
+        const char *disks[NST_SRC_MAX_DISKS];
+        for (size_t i = 0; i < c->cfg.n_disks; i++)
+                disks[i] = c->cfg.disks[i];
+        struct nst_src_job_opts o = {
+                .run_dir = run_dir,
+                .incremental = strcmp(c->kind, "incremental") == 0 ? c->cfg.last_checkpoint : NULL,
+                .new_checkpoint = c->new_cp,
+                .disks = disks,
+                .n_disks = c->cfg.n_disks,
+                .quiesce = c->cfg.quiesce,
+        };
+        progress(c, "starting", 0);
+        c->point_ms = repl_now_ms();
+        if ((r = nst_src_job_begin(c->dom, &o, &c->job, &c->quiesced, err)) < 0)
+                return r;
+        uint64_t total = 0;
+        bool by_hash = strcmp(c->kind, "seed") == 0 || strcmp(c->kind, "resync") == 0;
+        for (size_t d = 0; d < c->cfg.n_disks; d++) {
+                if ((r = nst_src_job_extents(c->job, d, &c->ext[d], &c->n_ext[d], &c->sizes[d],
+                                             err)) < 0)
+                        return r;
+                if (by_hash)
+                        total += c->sizes[d];
+                else
+                        for (size_t i = 0; i < c->n_ext[d]; i++)
+                                total += c->ext[d][i].zero ? 0 : c->ext[d][i].length;
+        }
+        pthread_mutex_lock(&c->s->lock);
+        c->r->progress_total = total;
+        c->r->progress_done = 0;
+        pthread_mutex_unlock(&c->s->lock);
+        progress(c, "shipping", 0);
+        return 0;
+}
+
+static void cycle_cleanup(struct cycle *c, bool committed) {
+        close_channel(c);
+        if (c->job) {
+                struct nst_error e = NST_ERROR_INIT;
+                if (nst_src_job_end(c->job, committed, &e) < 0)
+                        log_warning("replication %s: ending the backup job: %s", c->cfg.id,
+                                    e.message);
+                c->job = NULL;
+        }
+        if (committed && c->dom) {
+                struct nst_error e = NST_ERROR_INIT;
+                if (nst_src_checkpoints_prune(c->dom, c->new_cp, &e) < 0)
+                        log_warning("replication %s: deleting old checkpoints: %s", c->cfg.id,
+                                    e.message);
+        }
+        for (size_t d = 0; d < NST_SRC_MAX_DISKS; d++)
+                free(c->ext[d]);
+        free(c->cbuf);
+        free(c->rbuf);
+        free(c->hbuf);
+        if (c->dom)
+                virDomainFree(c->dom);
+        if (c->conn)
+                virConnectClose(c->conn);
+}
+
+/* Runs one cycle of r (which is marked running: its record stays). */
+static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_point_ms,
+                      uint64_t *ret_bytes) {
+        struct cycle c = {.s = s, .r = r};
+        pthread_mutex_lock(&s->lock);
+        c.cfg = *r;
+        r->cycle_started_ms = repl_now_ms();
+        r->progress_done = r->progress_total = 0;
+        snprintf(r->phase, sizeof(r->phase), "preparing");
+        json_object *start_data = event_data(r, s->p->host_name);
+        pthread_mutex_unlock(&s->lock);
+        int64_t t0 = repl_mono_ms();
+        struct nst_error err = NST_ERROR_INIT;
+        uint64_t point_id = 0;
+        int rc = prepare(&c, &err);
+        if (rc >= 0) {
+                json_object_object_add(start_data, "kind", json_object_new_string(c.kind));
+                repl_notify(s->p, "replication.sync.start", start_data, NULL);
+                start_data = NULL;
+                rc = begin_job(&c, &err);
+        }
+        if (rc >= 0)
+                rc = transfer(&c, &point_id, &err);
+        cycle_cleanup(&c, rc >= 0);
+        json_object_put(start_data);
+        int64_t duration = repl_mono_ms() - t0;
+
+        pthread_mutex_lock(&s->lock);
+        r->last_duration_ms = duration;
+        r->last_end_ms = repl_now_ms();
+        snprintf(r->phase, sizeof(r->phase), "%s", rc >= 0 ? "idle" : "error");
+        if (rc >= 0) {
+                snprintf(r->last_checkpoint, sizeof(r->last_checkpoint), "%s", c.new_cp);
+                r->last_point_ms = c.point_ms;
+                r->last_point_id = point_id;
+                r->last_bytes = c.shipped;
+                r->last_zeroed = c.zeroed;
+                r->last_wire = c.wire;
+                r->last_quiesced = c.quiesced;
+                snprintf(r->last_kind, sizeof(r->last_kind), "%s", c.kind);
+                r->bytes_total += c.shipped;
+                r->wire_total += c.wire;
+                r->cycles_total++;
+                r->seeded = false;
+                r->resync_needed = false;
+                r->failures = 0;
+                nst_error_clear(&r->last_error);
+                record_save_logged_locked(s, r);
+        } else {
+                r->failures++;
+                r->last_error = err;
+                if (strcmp(err.cls, "ReplicaReset") == 0) {
+                        r->resync_needed = true;
+                        record_save_logged_locked(s, r);
+                }
+        }
+        json_object *d = event_data(r, s->p->host_name);
+        pthread_mutex_unlock(&s->lock);
+
+        json_object_object_add(d, "kind", json_object_new_string(c.kind ? c.kind : "none"));
+        json_object_object_add(d, "duration_ms", json_object_new_int64(duration));
+        if (rc >= 0) {
+                char when[32];
+                json_object_object_add(d, "point_id", json_object_new_int64((int64_t)point_id));
+                json_object_object_add(d, "point_time",
+                                       json_object_new_string(repl_iso_time(c.point_ms, when,
+                                                                            sizeof(when))));
+                json_object_object_add(d, "bytes_shipped", json_object_new_int64((int64_t)c.shipped));
+                json_object_object_add(d, "bytes_zeroed", json_object_new_int64((int64_t)c.zeroed));
+                json_object_object_add(d, "bytes_on_wire", json_object_new_int64((int64_t)c.wire));
+                json_object_object_add(d, "consistency",
+                                       json_object_new_string(c.quiesced ? "filesystem"
+                                                                         : "crash"));
+                log_info("replication %s (%s): %s cycle committed point %llu, %llu bytes in "
+                         "%lld ms",
+                         c.cfg.id, c.cfg.name, c.kind, (unsigned long long)point_id,
+                         (unsigned long long)c.shipped, (long long)duration);
+                repl_notify(s->p, "replication.sync.end", d, NULL);
+        } else {
+                log_error("replication %s (%s): cycle failed: %s: %s", c.cfg.id, c.cfg.name,
+                          err.cls, err.message);
+                repl_notify(s->p, "replication.sync.error", d, &err);
+        }
+        *ret_point_ms = c.point_ms;
+        *ret_bytes = c.shipped;
+        return rc >= 0;
+}
+
+/* ---- threads ---- */
+
+static void *runner_main(void *arg) {
+        struct repl_source *s = arg;
+        pthread_mutex_lock(&s->lock);
+        while (!s->stopping) {
+                if (s->q_len == 0) {
+                        pthread_cond_wait(&s->work, &s->lock);
+                        continue;
+                }
+                uint64_t id = s->queue[0];
+                memmove(s->queue, s->queue + 1, --s->q_len * sizeof(*s->queue));
+                struct src_repl *r = find_sched_locked(s, id);
+                if (!r || r->removed)
+                        continue;
+                r->running = true;
+                pthread_mutex_unlock(&s->lock);
+                int64_t t0 = repl_now_ms(), point_ms = 0;
+                uint64_t bytes = 0;
+                bool ok = run_cycle(s, r, &point_ms, &bytes);
+                pthread_mutex_lock(&s->lock);
+                r->running = false;
+                nst_sched_finished(s->sched, id, ok, point_ms, repl_now_ms() - t0, bytes,
+                                   repl_now_ms());
+                if (r->removed)
+                        drop_locked(s, r);
+                pthread_cond_broadcast(&s->wake);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+struct violation {
+        uint64_t id;
+        enum nst_sched_violation what;
+        int64_t age_ms;
+};
+struct violations {
+        struct violation v[64];
+        size_t n;
+};
+
+static void on_violation(void *ud, uint64_t id, enum nst_sched_violation what, int64_t age) {
+        struct violations *vs = ud;
+        if (vs->n < NST_ARRAY_SIZE(vs->v))
+                vs->v[vs->n++] = (struct violation){id, what, age};
+}
+
+static void report_violations(struct repl_source *s, struct violations *vs) {
+        for (size_t i = 0; i < vs->n; i++) {
+                struct src_repl *r = find_sched_locked(s, vs->v[i].id);
+                if (!r)
+                        continue;
+                bool raised = vs->v[i].what == NST_SCHED_VIOLATION_RAISED;
+                r->violation = raised;
+                json_object *d = event_data(r, s->p->host_name);
+                json_object_object_add(d, "point_age_seconds",
+                                       json_object_new_int64(vs->v[i].age_ms / 1000));
+                pthread_mutex_unlock(&s->lock);
+                if (raised)
+                        log_warning("replication %s: the last point is %lld s old, over the "
+                                    "RPO",
+                                    vs->v[i].id ? r->id : "", (long long)(vs->v[i].age_ms / 1000));
+                repl_notify(s->p, raised ? "replication.rpo_violation"
+                                         : "replication.rpo_restored",
+                            d, NULL);
+                pthread_mutex_lock(&s->lock);
+        }
+        vs->n = 0;
+}
+
+static void *sched_main(void *arg) {
+        struct repl_source *s = arg;
+        struct violations vs = {0};
+        pthread_mutex_lock(&s->lock);
+        while (!s->stopping) {
+                int64_t now = repl_now_ms();
+                nst_sched_poll(s->sched, now, on_violation, &vs);
+                if (vs.n)
+                        report_violations(s, &vs);
+                uint64_t ids[64];
+                size_t n = nst_sched_take_due(s->sched, repl_now_ms(), ids, NST_ARRAY_SIZE(ids));
+                for (size_t i = 0; i < n; i++) {
+                        if (s->q_len == s->q_cap) {
+                                size_t cap = s->q_cap ? 2 * s->q_cap : 64;
+                                uint64_t *q = realloc(s->queue, cap * sizeof(*q));
+                                if (!q) {
+                                        nst_sched_finished(s->sched, ids[i], false, 0, 0, 0, now);
+                                        continue;
+                                }
+                                s->queue = q;
+                                s->q_cap = cap;
+                        }
+                        s->queue[s->q_len++] = ids[i];
+                }
+                if (n)
+                        pthread_cond_broadcast(&s->work);
+                int64_t wait = nst_sched_next_event_ms(s->sched, repl_now_ms());
+                if (wait > 1000)
+                        wait = 1000;
+                if (wait < 20)
+                        wait = 20;
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += wait / 1000;
+                ts.tv_nsec += (wait % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+int repl_source_new(struct repl_plugin *p, struct repl_source **ret, struct nst_error *err) {
+        struct repl_source *s = calloc(1, sizeof(*s));
+        if (!s)
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        s->p = p;
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->wake, NULL);
+        pthread_cond_init(&s->work, NULL);
+        *ret = s;
+        return 0;
+}
+
+static int load_records(struct repl_source *s, struct nst_error *err) {
+        _cleanup_(closedirp) DIR *d = opendir(s->dir);
+        if (!d)
+                return nst_error_set(err, -errno, "StorageError", "cannot read %s: %s", s->dir,
+                                     strerror(errno));
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                size_t len = strlen(de->d_name);
+                if (len != 36 + 5 || strcmp(de->d_name + 36, ".json") != 0)
+                        continue;
+                char path[4096];
+                snprintf(path, sizeof(path), "%s/%s", s->dir, de->d_name);
+                json_object *o = NULL;
+                struct nst_error e = NST_ERROR_INIT;
+                struct src_repl *r = calloc(1, sizeof(*r));
+                if (!r)
+                        return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+                if (repl_read_json(path, &o, &e) < 0 || record_from_json(o, path, r, &e) < 0) {
+                        /* One bad record must not stop the others. */
+                        log_error("skipping replication record: %s", e.message);
+                        free(r);
+                } else if (add_locked(s, r) < 0) {
+                        free(r);
+                        json_object_put(o);
+                        return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+                } else {
+                        log_info("replication %s (%s) to %s: resumed, last point %llu", r->id,
+                                 r->name, r->target_host, (unsigned long long)r->last_point_id);
+                }
+                json_object_put(o);
+        }
+        return 0;
+}
+
+int repl_source_start(struct repl_source *s, struct nst_error *err) {
+        struct nst_sched_config sc;
+        nst_sched_config_default(&sc);
+        sc.max_running = (unsigned)s->p->o.max_running;
+        int r = nst_sched_new(&sc, &s->sched);
+        if (r < 0)
+                return nst_error_set(err, r, "MemoryError", "out of memory");
+        if (asprintf(&s->dir, "%s/source", s->p->state_dir) < 0) {
+                s->dir = NULL;
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        }
+        if ((r = nst_mkdir_p(s->dir, 0700)) < 0)
+                return nst_error_set(err, r, "StorageError", "cannot create %s: %s", s->dir,
+                                     strerror(-r));
+        if ((r = load_records(s, err)) < 0)
+                return r;
+        s->runners = calloc((size_t)s->p->o.max_running, sizeof(*s->runners));
+        if (!s->runners)
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        for (int i = 0; i < s->p->o.max_running; i++) {
+                if ((r = -pthread_create(&s->runners[i], NULL, runner_main, s)) < 0)
+                        return nst_error_set(err, r, "InternalError",
+                                             "cannot start a replication thread: %s",
+                                             strerror(-r));
+                s->n_runners++;
+        }
+        if ((r = -pthread_create(&s->sched_thread, NULL, sched_main, s)) < 0)
+                return nst_error_set(err, r, "InternalError",
+                                     "cannot start the replication scheduler: %s", strerror(-r));
+        s->sched_started = true;
+        return 0;
+}
+
+void repl_source_free(struct repl_source *s) {
+        if (!s)
+                return;
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_broadcast(&s->wake);
+        pthread_cond_broadcast(&s->work);
+        pthread_mutex_unlock(&s->lock);
+        if (s->sched_started)
+                pthread_join(s->sched_thread, NULL);
+        for (size_t i = 0; i < s->n_runners; i++)
+                pthread_join(s->runners[i], NULL);
+        for (size_t i = 0; i < s->n_items; i++)
+                free(s->items[i]);
+        free(s->items);
+        free(s->runners);
+        free(s->queue);
+        nst_sched_free(s->sched);
+        free(s->dir);
+        pthread_cond_destroy(&s->wake);
+        pthread_cond_destroy(&s->work);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+}
+
+/* ---- status ---- */
+
+static json_object *status_locked(const struct repl_source *s, const struct src_repl *r) {
+        int64_t now = repl_now_ms();
+        char when[32];
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "replication", json_object_new_string(r->id));
+        json_object_object_add(o, "role", json_object_new_string("source"));
+        json_object_object_add(o, "instance_uuid", json_object_new_string(r->id));
+        json_object_object_add(o, "instance_name", json_object_new_string(r->name));
+        json_object_object_add(o, "source_host", json_object_new_string(s->p->host_name));
+        json_object_object_add(o, "target_host", json_object_new_string(r->target_host));
+        const char *state = r->paused                     ? "paused"
+                            : r->running                  ? "syncing"
+                            : r->failures                 ? "error"
+                            : r->cycles_total == 0        ? "initial-sync-pending"
+                                                          : "ok";
+        json_object_object_add(o, "state", json_object_new_string(state));
+        json_object_object_add(o, "rpo", json_object_new_int64(r->rpo_s));
+        json_object *disks = json_object_new_array();
+        for (size_t i = 0; i < r->n_disks; i++)
+                json_object_array_add(disks, json_object_new_string(r->disks[i]));
+        json_object_object_add(o, "disks", disks);
+        json_object_object_add(o, "quiesce", json_object_new_string(quiesce_names[r->quiesce]));
+        json_object_object_add(o, "points_in_time", json_object_new_int((int)r->points_in_time));
+        json_object_object_add(o, "compress", json_object_new_boolean(r->compress));
+        json_object_object_add(o, "bandwidth_limit", json_object_new_int64((int64_t)r->bandwidth));
+        json_object *last = NULL;
+        if (r->cycles_total) {
+                last = json_object_new_object();
+                json_object_object_add(last, "id", json_object_new_int64((int64_t)r->last_point_id));
+                json_object_object_add(last, "time", json_object_new_string(
+                                                             repl_iso_time(r->last_point_ms, when,
+                                                                           sizeof(when))));
+                json_object_object_add(last, "checkpoint",
+                                       json_object_new_string(r->last_checkpoint));
+                json_object_object_add(last, "consistency",
+                                       json_object_new_string(r->last_quiesced ? "filesystem"
+                                                                               : "crash"));
+        }
+        json_object_object_add(o, "last_point", last);
+        int64_t lag = r->cycles_total ? (now - r->last_point_ms) / 1000 : -1;
+        json_object_object_add(o, "lag_seconds", lag >= 0 ? json_object_new_int64(lag) : NULL);
+        json_object_object_add(o, "rpo_violation", json_object_new_boolean(r->violation));
+        json_object_object_add(o, "bytes_last_cycle", json_object_new_int64((int64_t)r->last_bytes));
+        json_object_object_add(o, "zero_bytes_last_cycle",
+                               json_object_new_int64((int64_t)r->last_zeroed));
+        json_object_object_add(o, "wire_bytes_last_cycle",
+                               json_object_new_int64((int64_t)r->last_wire));
+        json_object_object_add(o, "duration_ms_last_cycle",
+                               json_object_new_int64(r->last_duration_ms));
+        json_object_object_add(o, "kind_last_cycle", nst_json_string_or_null(r->last_kind));
+        json_object_object_add(o, "bytes_total", json_object_new_int64((int64_t)r->bytes_total));
+        json_object_object_add(o, "cycles_total", json_object_new_int64((int64_t)r->cycles_total));
+        json_object_object_add(o, "resync_needed", json_object_new_boolean(r->resync_needed));
+        json_object *prog = NULL;
+        if (r->running) {
+                prog = json_object_new_object();
+                json_object_object_add(prog, "phase", json_object_new_string(r->phase));
+                json_object_object_add(prog, "kind", json_object_new_string(r->cycle_kind));
+                json_object_object_add(prog, "bytes_done",
+                                       json_object_new_int64((int64_t)r->progress_done));
+                json_object_object_add(prog, "bytes_total",
+                                       json_object_new_int64((int64_t)r->progress_total));
+                json_object_object_add(prog, "elapsed_ms",
+                                       json_object_new_int64(now - r->cycle_started_ms));
+        }
+        json_object_object_add(o, "progress", prog);
+        struct nst_sched_info si;
+        if (nst_sched_get(s->sched, r->sched_id, &si) == 0 && !r->paused && !r->running)
+                json_object_object_add(o, "next_cycle_in_seconds",
+                                       json_object_new_int64(si.next_due_ms > now
+                                                                     ? (si.next_due_ms - now) / 1000
+                                                                     : 0));
+        json_object *e = NULL;
+        if (nst_error_is_set(&r->last_error)) {
+                e = json_object_new_object();
+                json_object_object_add(e, "class", json_object_new_string(r->last_error.cls));
+                json_object_object_add(e, "message", json_object_new_string(r->last_error.message));
+                json_object_object_add(e, "failures", json_object_new_int((int)r->failures));
+        }
+        json_object_object_add(o, "last_error", e);
+        return o;
+}
+
+int repl_source_status(struct repl_source *s, const char *id, json_object **ret) {
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = find_locked(s, id);
+        if (r)
+                *ret = status_locked(s, r);
+        pthread_mutex_unlock(&s->lock);
+        return r ? 0 : -ENOENT;
+}
+
+json_object *repl_source_list(struct repl_source *s) {
+        json_object *a = json_object_new_array();
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->n_items; i++)
+                if (!s->items[i]->removed)
+                        json_object_array_add(a, status_locked(s, s->items[i]));
+        pthread_mutex_unlock(&s->lock);
+        return a;
+}
+
+/* ---- methods ---- */
+
+static int replication_arg(json_object *args, const char *method, const char **ret,
+                           struct nst_error *err) {
+        const char *id = NULL;
+        int r = nst_json_req_string(args, "replication", method, &id, err);
+        if (r < 0)
+                return r;
+        if (!repl_uuid_valid(id))
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: replication must be the instance's uuid (lower case), "
+                                     "got '%.64s'",
+                                     method, id);
+        *ret = id;
+        return 0;
+}
+
+struct enable_args {
+        const char *instance, *target_host;
+        int64_t rpo, points_in_time, bandwidth_mbps;
+        const char *quiesce;
+        bool compress;
+        json_object *disks, *seeds, *probe_addresses;
+};
+
+static int parse_enable(json_object *args, struct enable_args *a, struct nst_error *err) {
+        static const char *const allowed[] = {"instance",       "target_host",     "rpo",
+                                              "disks",          "quiesce",         "points_in_time",
+                                              "compress",       "bandwidth_limit", "seeds",
+                                              "probe_addresses", NULL};
+        const char *m = "replication_enable";
+        int r = nst_json_check_keys(args, m, allowed, err);
+        a->points_in_time = 24;
+        a->rpo = 3600;
+        if (r < 0 || (r = nst_json_req_string(args, "instance", m, &a->instance, err)) < 0 ||
+            (r = nst_json_req_string(args, "target_host", m, &a->target_host, err)) < 0 ||
+            (r = nst_json_opt_int64(args, "rpo", m, &a->rpo, err)) < 0 ||
+            (r = nst_json_opt_int64(args, "points_in_time", m, &a->points_in_time, err)) < 0 ||
+            (r = nst_json_opt_int64(args, "bandwidth_limit", m, &a->bandwidth_mbps, err)) < 0 ||
+            (r = nst_json_opt_string(args, "quiesce", m, &a->quiesce, err)) < 0 ||
+            (r = nst_json_opt_bool(args, "compress", m, &a->compress, err)) < 0 ||
+            (r = nst_json_opt_object(args, "seeds", m, &a->seeds, err)) < 0)
+                return r;
+        a->disks = json_object_object_get(args, "disks");
+        a->probe_addresses = json_object_object_get(args, "probe_addresses");
+        if (a->rpo < REPL_RPO_MIN_S || a->rpo > REPL_RPO_MAX_S)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: rpo must be between %d s (1 minute) and %d s (24 "
+                                     "hours), got %lld",
+                                     m, REPL_RPO_MIN_S, REPL_RPO_MAX_S, (long long)a->rpo);
+        if (a->points_in_time < 1 || a->points_in_time > REPL_POINTS_MAX)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: points_in_time must be between 1 and %d, got %lld", m,
+                                     REPL_POINTS_MAX, (long long)a->points_in_time);
+        if (a->bandwidth_mbps < 0 || a->bandwidth_mbps > 1000000)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: bandwidth_limit is in Mbit/s, 0 (unlimited) to "
+                                     "1000000, got %lld",
+                                     m, (long long)a->bandwidth_mbps);
+        if (a->disks && (!json_object_is_type(a->disks, json_type_array) ||
+                         json_object_array_length(a->disks) == 0 ||
+                         json_object_array_length(a->disks) > NST_SRC_MAX_DISKS))
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: disks must be a non-empty list of disk names "
+                                     "(e.g. [\"vda\"])",
+                                     m);
+        if (a->probe_addresses && !json_object_is_type(a->probe_addresses, json_type_array))
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: probe_addresses must be a list of addresses", m);
+        return 0;
+}
+
+/* Fills r's disks from the request (or every non-cdrom disk), checking
+ * each exists and can carry checkpoints; sizes[] for the target. */
+static int choose_disks(virDomainPtr dom, const struct enable_args *a, struct src_repl *r,
+                        uint64_t *sizes, json_object **ret_target_disks, struct nst_error *err) {
+        struct nst_src_disk_info *info = NULL;
+        size_t n = 0;
+        int rc = nst_src_list_disks(dom, &info, &n, err);
+        if (rc < 0)
+                return rc;
+        json_object *td = json_object_new_array();
+        size_t want = a->disks ? json_object_array_length(a->disks) : n;
+        for (size_t i = 0; rc >= 0 && i < want; i++) {
+                const char *name = NULL;
+                const struct nst_src_disk_info *d = NULL;
+                if (a->disks) {
+                        json_object *v = json_object_array_get_idx(a->disks, i);
+                        name = json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                        : NULL;
+                        for (size_t j = 0; name && j < n; j++)
+                                if (strcmp(info[j].name, name) == 0)
+                                        d = &info[j];
+                        if (!d) {
+                                rc = nst_error_set(err, -EINVAL, "InvalidInput",
+                                                   "replication_enable: instance has no disk "
+                                                   "'%.32s'",
+                                                   name ? name : "(not a string)");
+                                break;
+                        }
+                        for (size_t j = 0; j < r->n_disks; j++)
+                                if (strcmp(r->disks[j], name) == 0)
+                                        rc = nst_error_set(err, -EINVAL, "InvalidInput",
+                                                           "replication_enable: disk '%s' is "
+                                                           "listed twice",
+                                                           name);
+                        if (rc < 0)
+                                break;
+                } else {
+                        d = &info[i];
+                        if (d->cdrom)
+                                continue;
+                }
+                if (d->cdrom || strcmp(d->format, "qcow2") != 0) {
+                        rc = nst_error_set(err, -EINVAL, "InvalidInput",
+                                           "replication_enable: disk '%s' is %s: changed-block "
+                                           "tracking needs a qcow2 disk",
+                                           d->name, d->cdrom ? "a cdrom" : d->format);
+                        break;
+                }
+                snprintf(r->disks[r->n_disks], sizeof(r->disks[0]), "%s", d->name);
+                sizes[r->n_disks++] = d->size;
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "name", json_object_new_string(d->name));
+                json_object_object_add(o, "size", json_object_new_int64((int64_t)d->size));
+                json_object *seed = a->seeds ? json_object_object_get(a->seeds, d->name) : NULL;
+                if (seed)
+                        json_object_object_add(o, "seed", json_object_get(seed));
+                json_object_array_add(td, o);
+        }
+        if (rc >= 0 && r->n_disks == 0)
+                rc = nst_error_set(err, -EINVAL, "InvalidInput",
+                                   "replication_enable: the instance has no disk to replicate");
+        if (rc >= 0 && a->seeds) {
+                json_object_object_foreach(a->seeds, key, val) {
+                        bool known = false;
+                        for (size_t j = 0; j < r->n_disks; j++)
+                                known |= strcmp(r->disks[j], key) == 0;
+                        if (!known || !json_object_is_type(val, json_type_string)) {
+                                rc = nst_error_set(err, -EINVAL, "InvalidInput",
+                                                   "replication_enable: seeds.%s must name a "
+                                                   "replicated disk and be a path on the target",
+                                                   key);
+                                break;
+                        }
+                }
+        }
+        nst_src_disks_free(info, n);
+        if (rc < 0) {
+                json_object_put(td);
+                return rc;
+        }
+        *ret_target_disks = td;
+        return 0;
+}
+
+static int m_enable(struct nst_call *call, json_object *args, void *ud, json_object **ret,
+                    struct nst_error *err) {
+        struct repl_source *s = ud;
+        struct repl_plugin *p = s->p;
+        struct enable_args a = {0};
+        int rc = parse_enable(args, &a, err);
+        if (rc < 0)
+                return rc;
+        if (a.quiesce == NULL)
+                a.quiesce = a.rpo >= 900 ? "preferred" : "off";
+        struct src_repl *r = calloc(1, sizeof(*r));
+        if (!r)
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        _cleanup_free_ struct src_repl *owned = r;
+        r->quiesce = NST_SRC_QUIESCE_REQUIRED + 1;
+        for (size_t i = 0; i < NST_ARRAY_SIZE(quiesce_names); i++)
+                if (strcmp(a.quiesce, quiesce_names[i]) == 0)
+                        r->quiesce = (enum nst_src_quiesce)i;
+        if (r->quiesce > NST_SRC_QUIESCE_REQUIRED)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "replication_enable: quiesce must be required, preferred "
+                                     "or off, got '%.32s'",
+                                     a.quiesce);
+        if (r->quiesce != NST_SRC_QUIESCE_OFF && a.rpo < 900)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "replication_enable: quiescing needs an RPO of at least 15 "
+                                     "minutes (900 s); use quiesce off for rpo %lld",
+                                     (long long)a.rpo);
+        if (strcmp(a.target_host, p->host_name) == 0)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "replication_enable: target_host is this host (%s); a "
+                                     "replica belongs on another node",
+                                     a.target_host);
+        if (strlen(a.target_host) >= sizeof(r->target_host) || !*a.target_host)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "replication_enable: target_host must be 1-255 characters");
+
+        virConnectPtr conn = NULL;
+        virDomainPtr dom = NULL;
+        if ((rc = repl_domain_open(p, a.instance, &conn, &dom, err)) < 0)
+                return rc;
+        char uuid[VIR_UUID_STRING_BUFLEN];
+        virDomainGetUUIDString(dom, uuid);
+        snprintf(r->id, sizeof(r->id), "%s", uuid);
+        snprintf(r->name, sizeof(r->name), "%s", virDomainGetName(dom));
+        pthread_mutex_lock(&s->lock);
+        bool exists = find_locked(s, r->id) != NULL;
+        pthread_mutex_unlock(&s->lock);
+        uint64_t sizes[NST_SRC_MAX_DISKS];
+        json_object *target_disks = NULL;
+        char *xml = NULL;
+        if (exists)
+                rc = nst_error_set(err, -EEXIST, "ReplicationExists",
+                                   "instance %s is already replicated (replication %s); "
+                                   "replication_disable it first",
+                                   r->name, r->id);
+        else
+                rc = choose_disks(dom, &a, r, sizes, &target_disks, err);
+        if (rc >= 0 && !(xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE)))
+                rc = nst_lv_error(err, -EIO, "HypervisorError", "cannot read instance %s",
+                                  r->name);
+        virDomainFree(dom);
+        virConnectClose(conn);
+        if (rc < 0) {
+                free(xml);
+                return rc;
+        }
+        if (RAND_bytes(r->psk, NST_RC_PSK_LEN) != 1) {
+                free(xml);
+                json_object_put(target_disks);
+                return nst_error_set(err, -EIO, "InternalError", "no random bytes for the key");
+        }
+        snprintf(r->target_host, sizeof(r->target_host), "%s", a.target_host);
+        r->rpo_s = a.rpo;
+        r->points_in_time = (unsigned)a.points_in_time;
+        r->compress = a.compress;
+        r->bandwidth = (uint64_t)a.bandwidth_mbps * 1000000 / 8;
+        r->seeded = a.seeds != NULL;
+        r->created_ms = repl_now_ms();
+
+        /* The target prepares its replica and says where to connect. */
+        char psk_hex[2 * NST_RC_PSK_LEN + 1];
+        repl_hex_encode(r->psk, NST_RC_PSK_LEN, psk_hex);
+        json_object *targs = json_object_new_object();
+        json_object_object_add(targs, "replication", json_object_new_string(r->id));
+        json_object_object_add(targs, "source_host", json_object_new_string(p->host_name));
+        json_object_object_add(targs, "instance_name", json_object_new_string(r->name));
+        json_object_object_add(targs, "psk", json_object_new_string(psk_hex));
+        json_object_object_add(targs, "disks", target_disks);
+        json_object_object_add(targs, "domain_xml", json_object_new_string(xml));
+        json_object_object_add(targs, "points_in_time", json_object_new_int((int)r->points_in_time));
+        json_object_object_add(targs, "probe_addresses",
+                               a.probe_addresses ? json_object_get(a.probe_addresses)
+                                                 : json_object_new_array());
+        free(xml);
+        json_object *tr = NULL;
+        rc = repl_call_agent(p, r->target_host, "replication_target_prepare", targs,
+                             p->o.rpc_timeout_s, &tr, err);
+        json_object_put(targs);
+        if (rc == -ETIMEDOUT)
+                return nst_error_set(err, rc, "TargetUnreachable",
+                                     "replication_enable: the agent of target host %s did not "
+                                     "answer within %.0f s",
+                                     r->target_host, p->o.rpc_timeout_s);
+        if (rc < 0)
+                return nst_error_prefix(err, "target %s refused the replica", r->target_host);
+        const char *addr = json_object_get_string(json_object_object_get(tr, "address"));
+        int64_t port = json_object_get_int64(json_object_object_get(tr, "port"));
+        if (!addr || !*addr || strlen(addr) >= sizeof(r->target_address) || port <= 0 ||
+            port > 65535) {
+                json_object_put(tr);
+                return nst_error_set(err, -EPROTO, "TargetError",
+                                     "target %s answered without a data channel address",
+                                     r->target_host);
+        }
+        snprintf(r->target_address, sizeof(r->target_address), "%s", addr);
+        r->target_port = (int)port;
+        json_object_put(tr);
+
+        pthread_mutex_lock(&s->lock);
+        if (find_locked(s, r->id))
+                rc = nst_error_set(err, -EEXIST, "ReplicationExists",
+                                   "instance %s is already replicated", r->name);
+        if (rc >= 0)
+                rc = record_save_locked(s, r, err);
+        if (rc >= 0 && (rc = add_locked(s, r)) < 0)
+                nst_error_set(err, rc, "MemoryError", "out of memory");
+        if (rc >= 0) {
+                owned = NULL;
+                *ret = status_locked(s, r);
+                pthread_cond_broadcast(&s->wake);
+        }
+        json_object *d = rc >= 0 ? event_data(r, p->host_name) : NULL;
+        pthread_mutex_unlock(&s->lock);
+        if (rc < 0)
+                return rc;
+        log_info("replication %s (%s) to %s enabled: rpo %lld s, %zu disk(s)", r->id, r->name,
+                 r->target_host, (long long)r->rpo_s, r->n_disks);
+        repl_notify(p, "replication.enable.end", d, NULL);
+        return 0;
+}
+
+static int with_replication(struct repl_source *s, json_object *args, const char *method,
+                            struct src_repl **ret, struct nst_error *err) {
+        static const char *const allowed[] = {"replication", NULL};
+        const char *id = NULL;
+        int r = nst_json_check_keys(args, method, allowed, err);
+        if (r < 0 || (r = replication_arg(args, method, &id, err)) < 0)
+                return r;
+        struct src_repl *x = find_locked(s, id);
+        if (!x)
+                return nst_error_set(err, -ENOENT, "ReplicationNotFound",
+                                     "%s: this host is not the source of replication %s", method,
+                                     id);
+        *ret = x;
+        return 0;
+}
+
+static int m_pause_resume(struct repl_source *s, json_object *args, bool pause,
+                          json_object **ret, struct nst_error *err) {
+        const char *method = pause ? "replication_pause" : "replication_resume";
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = NULL;
+        int rc = with_replication(s, args, method, &r, err);
+        if (rc >= 0 && r->paused != pause) {
+                r->paused = pause;
+                nst_sched_set_paused(s->sched, r->sched_id, pause, repl_now_ms());
+                if ((rc = record_save_locked(s, r, err)) < 0) {
+                        r->paused = !pause;
+                        nst_sched_set_paused(s->sched, r->sched_id, !pause, repl_now_ms());
+                }
+                pthread_cond_broadcast(&s->wake);
+        }
+        if (rc >= 0)
+                *ret = status_locked(s, r);
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+}
+
+static int m_pause(struct nst_call *call, json_object *args, void *ud, json_object **ret,
+                   struct nst_error *err) {
+        return m_pause_resume(ud, args, true, ret, err);
+}
+
+static int m_resume(struct nst_call *call, json_object *args, void *ud, json_object **ret,
+                    struct nst_error *err) {
+        return m_pause_resume(ud, args, false, ret, err);
+}
+
+static int m_sync_now(struct nst_call *call, json_object *args, void *ud, json_object **ret,
+                      struct nst_error *err) {
+        struct repl_source *s = ud;
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = NULL;
+        int rc = with_replication(s, args, "replication_sync_now", &r, err);
+        if (rc >= 0 && r->paused)
+                rc = nst_error_set(err, -EBUSY, "ReplicationPaused",
+                                   "replication_sync_now: replication %s is paused; "
+                                   "replication_resume it first",
+                                   r->id);
+        if (rc >= 0) {
+                if (!r->running)
+                        nst_sched_request_now(s->sched, r->sched_id, repl_now_ms());
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "replication", json_object_new_string(r->id));
+                json_object_object_add(o, "already_running", json_object_new_boolean(r->running));
+                json_object_object_add(o, "cycles_total",
+                                       json_object_new_int64((int64_t)r->cycles_total));
+                *ret = o;
+                pthread_cond_broadcast(&s->wake);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+}
+
+static int m_disable(struct nst_call *call, json_object *args, void *ud, json_object **ret,
+                     struct nst_error *err) {
+        struct repl_source *s = ud;
+        struct repl_plugin *p = s->p;
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = NULL;
+        int rc = with_replication(s, args, "replication_disable", &r, err);
+        char id[37] = "", target[256] = "";
+        json_object *d = NULL;
+        if (rc >= 0) {
+                char path[4096];
+                record_path(s, r->id, path, sizeof(path));
+                if (unlink(path) < 0 && errno != ENOENT)
+                        rc = nst_error_set(err, -errno, "StorageError", "cannot remove %s: %s",
+                                           path, strerror(errno));
+        }
+        if (rc >= 0) {
+                snprintf(id, sizeof(id), "%s", r->id);
+                snprintf(target, sizeof(target), "%s", r->target_host);
+                d = event_data(r, p->host_name);
+                nst_sched_remove(s->sched, r->sched_id);
+                r->removed = true; /* a running cycle finishes, then frees it */
+                if (!r->running)
+                        drop_locked(s, r);
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (rc < 0)
+                return rc;
+        /* Checkpoints are Nestor's: they go with the replication. */
+        virConnectPtr conn = NULL;
+        virDomainPtr dom = NULL;
+        struct nst_error e = NST_ERROR_INIT;
+        if (repl_domain_open(p, id, &conn, &dom, &e) == 0) {
+                if (nst_src_checkpoints_prune(dom, NULL, &e) < 0)
+                        log_warning("replication %s: deleting its checkpoints: %s", id, e.message);
+                virDomainFree(dom);
+                virConnectClose(conn);
+        }
+        json_object *targs = json_object_new_object();
+        json_object_object_add(targs, "replication", json_object_new_string(id));
+        json_object *tr = NULL;
+        nst_error_clear(&e);
+        int trc = repl_call_agent(p, target, "replication_target_remove", targs,
+                                  p->o.rpc_timeout_s, &tr, &e);
+        json_object_put(targs);
+        json_object_put(tr);
+        if (trc < 0)
+                log_warning("replication %s: target %s did not remove its replica: %s", id,
+                            target, e.message);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "replication", json_object_new_string(id));
+        json_object_object_add(o, "target_removed", json_object_new_boolean(trc >= 0));
+        if (trc < 0)
+                json_object_object_add(o, "target_error", json_object_new_string(e.message));
+        *ret = o;
+        log_info("replication %s to %s disabled", id, target);
+        repl_notify(p, "replication.disable.end", d, NULL);
+        return 0;
+}
+
+/* Asked by the target before a failover: does the primary run here? */
+static int m_primary_state(struct nst_call *call, json_object *args, void *ud,
+                           json_object **ret, struct nst_error *err) {
+        struct repl_source *s = ud;
+        static const char *const allowed[] = {"replication", NULL};
+        const char *id = NULL;
+        int rc = nst_json_check_keys(args, "replication_primary_state", allowed, err);
+        if (rc < 0 || (rc = replication_arg(args, "replication_primary_state", &id, err)) < 0)
+                return rc;
+        virConnectPtr conn = NULL;
+        virDomainPtr dom = NULL;
+        json_object *o = json_object_new_object();
+        struct nst_error e = NST_ERROR_INIT;
+        rc = repl_domain_open(s->p, id, &conn, &dom, &e);
+        if (rc == -ENOENT) {
+                json_object_object_add(o, "exists", json_object_new_boolean(false));
+                json_object_object_add(o, "running", json_object_new_boolean(false));
+        } else if (rc < 0) {
+                json_object_put(o);
+                *err = e;
+                return rc;
+        } else {
+                int state = 0, reason = 0;
+                virDomainGetState(dom, &state, &reason, 0);
+                json_object_object_add(o, "exists", json_object_new_boolean(true));
+                json_object_object_add(o, "running",
+                                       json_object_new_boolean(state == VIR_DOMAIN_RUNNING ||
+                                                               state == VIR_DOMAIN_PAUSED ||
+                                                               state == VIR_DOMAIN_BLOCKED));
+                json_object_object_add(o, "state", json_object_new_int(state));
+                virDomainFree(dom);
+                virConnectClose(conn);
+        }
+        json_object_object_add(o, "host", json_object_new_string(s->p->host_name));
+        *ret = o;
+        return 0;
+}
+
+const struct nst_method repl_source_methods[] = {
+        {"replication_enable", "1.0", m_enable, NULL},
+        {"replication_disable", "1.0", m_disable, NULL},
+        {"replication_pause", "1.0", m_pause, NULL},
+        {"replication_resume", "1.0", m_resume, NULL},
+        {"replication_sync_now", "1.0", m_sync_now, NULL},
+        {"replication_primary_state", "1.0", m_primary_state, NULL},
+};
+const size_t repl_source_n_methods = NST_ARRAY_SIZE(repl_source_methods);

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Replication benchmark (issue 7): a guest with a 1 GiB disk full of data is
+# replicated between two agents on this machine (one broker, one libvirtd +
+# QEMU), and each cycle is compared with simply reading the same data over
+# NBD (bench_repl_read, the plugin's own reader without shipping), in the
+# same run:
+#   - full initial sync: speed relative to reading the whole disk (>= 70%);
+#   - incremental after 1024 scattered 64 KiB writes (64 MiB): bytes on the
+#     wire / changed bytes (<= 1.05) and cycle time / read time (<= 2).
+# Needs rabbitmq-server running and root. Results go to docs/benchmarks.md.
+# Usage: bench_replication.sh BUILD_DIR [ROUNDS]
+set -euo pipefail
+
+build=$(cd "$1" && pwd)
+rounds=${2:-3}
+uri=qemu:///system
+prefix="nestor-bench-$$"
+exchange="nestor_bench_$$"
+port_b=$((20000 + $$ % 20000))
+work=$(mktemp -d /tmp/nestor-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+
+log() { echo "bench_replication: $*" >&2; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+uri_ok() { virsh -c "$uri" version >/dev/null 2>&1; }
+cleanup() {
+        set +e
+        for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+        for d in $(virsh -c "$uri" list --all --name | grep "^$prefix-"); do
+                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
+                virsh -c "$uri" undefine --checkpoints-metadata --nvram "$d" >/dev/null 2>&1
+        done
+        pkill -f "qemu-nbd.*$work" 2>/dev/null
+        rm -rf "$work"
+}
+trap cleanup EXIT
+uri_ok || { pgrep -x virtlogd >/dev/null || virtlogd -d; pgrep -x libvirtd >/dev/null || libvirtd -d; }
+for _ in $(seq 1 60); do uri_ok && break; sleep 0.5; done
+
+for site in a b; do
+        port=$port_b
+        [ $site = a ] && port=$((port_b + 1))
+        cat >"$work/$site.conf" <<EOF
+[DEFAULT]
+transport_url = rabbit://guest:guest@localhost:5672/
+host = $prefix-$site
+control_exchange = $exchange
+plugin_dir = $build/plugins
+enabled_plugins = libvirt, replication
+state_path = $work/$site
+log_level = warning
+[libvirt]
+uri = $uri
+[replication]
+listen_address = 127.0.0.1
+listen_port = $port
+EOF
+        "$build/nestor-agent" --config-file "$work/$site.conf" 2>"$work/$site.log" &
+        pids+=($!)
+done
+ctl() { # ctl SITE METHOD JSON
+        local out
+        for _ in $(seq 1 100); do
+                if out=$("$build/nestorctl" --config-file "$work/$1.conf" --host "$prefix-$1" \
+                        --timeout 300 --json call "$2" --args "$3" 2>"$work/ctl.err"); then
+                        printf '%s\n' "$out"
+                        return 0
+                fi
+                grep -q "ConnectionError\|MessagingTimeout" "$work/ctl.err" || break
+                sleep 0.3
+        done
+        cat "$work/ctl.err" >&2
+        return 1
+}
+jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+ctl a list_instances '{}' >/dev/null && ctl b list_instances '{}' >/dev/null || fail "agents do not answer"
+
+vm=$prefix-vm
+uuid=$(ctl a spawn "{\"spec\": {\"name\": \"$vm\", \"vcpus\": 1, \"memory_mb\": 128, \"disks\": [{\"size_gb\": 1}]}}" | jget 'd["uuid"]')
+alias=$(virsh -c "$uri" dumpxml "$vm" | /usr/bin/python3 -c '
+import sys, xml.etree.ElementTree as ET
+print([d.find("alias").get("name") for d in ET.parse(sys.stdin).getroot().iter("disk")][0])')
+qio() { virsh -c "$uri" qemu-monitor-command "$vm" --hmp "qemu-io -d /machine/peripheral/$alias/virtio-backend \"$1\"" >/dev/null; }
+log "filling the 1 GiB disk"
+for i in $(seq 0 15); do qio "write -P $((i + 1)) $((i * 64))M 64M"; done
+
+status() { ctl a replication_status "{\"replication\": \"$uuid\"}"; }
+wait_cycles() {
+        for _ in $(seq 1 1200); do
+                s=$(status)
+                [ "$(jget 'd["cycles_total"]' <<<"$s")" -ge "$1" ] && [ "$(jget 'd["state"]' <<<"$s")" != syncing ] && return 0
+                sleep 0.1
+        done
+        fail "no cycle $1: $s"
+}
+run_dir=$work/read
+mkdir -p "$run_dir"
+chown libvirt-qemu:kvm "$run_dir" 2>/dev/null || true
+
+ctl a replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$prefix-b\", \"rpo\": 3600, \"disks\": [\"vda\"], \"quiesce\": \"off\"}" >/dev/null
+wait_cycles 1
+s=$(status)
+full_ms=$(jget 'd["duration_ms_last_cycle"]' <<<"$s")
+full_bytes=$(jget 'd["bytes_last_cycle"]' <<<"$s")
+read_full=$("$build/bench/bench_repl_read" "$uri" "$vm" vda "$run_dir" --full)
+read_full_s=$(sed 's/.*: \([0-9.]*\) s/\1/' <<<"$read_full")
+echo "full sync: cycle $full_ms ms for $full_bytes bytes; NBD read of the whole disk: $read_full"
+/usr/bin/python3 -c "import sys; c=$full_ms/1000; r=$read_full_s; print(f'  full sync speed = {r/c*100:.0f}% of the NBD read speed (target >= 70%)')"
+
+for round in $(seq 1 "$rounds"); do
+        /usr/bin/python3 -c "import random; random.seed($round); [print(o*65536) for o in random.sample(range(16384), 1024)]" |
+                while read -r off; do qio "write -P $((0x40 + round)) $off 64k"; done
+        cp=$(jget 'd["last_point"]["checkpoint"]' <<<"$(status)")
+        read_inc=$("$build/bench/bench_repl_read" "$uri" "$vm" vda "$run_dir" "$cp")
+        read_inc_s=$(sed 's/.*: \([0-9.]*\) s/\1/' <<<"$read_inc")
+        n=$(jget 'd["cycles_total"]' <<<"$(status)")
+        ctl a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null
+        wait_cycles $((n + 1))
+        s=$(status)
+        ms=$(jget 'd["duration_ms_last_cycle"]' <<<"$s")
+        shipped=$(jget 'd["bytes_last_cycle"]' <<<"$s")
+        wire=$(jget 'd["wire_bytes_last_cycle"]' <<<"$s")
+        echo "incremental $round: NBD read of the dirty extents: $read_inc; cycle $ms ms, shipped $shipped, wire $wire"
+        /usr/bin/python3 -c "print(f'  wire/changed = {$wire/67108864:.4f} (target <= 1.05); cycle/read = {$ms/1000/$read_inc_s:.2f} (target <= 2)')"
+done

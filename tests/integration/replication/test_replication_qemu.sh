@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# The replication plugin end to end: two agents on this machine play two
+# sites (site A, the source, and site B, the target: different host names,
+# state paths and data channel ports, one broker, one libvirtd + QEMU),
+# driven with nestorctl as an operator would. Guests have no OS; their
+# writes are simulated with QEMU's HMP qemu-io on the running domain.
+#
+#   1. bad input on enable (nothing is created);
+#   2. full sync, then incremental cycles: after each, the target's newest
+#      point equals the source disk byte for byte (qemu-img compare), an
+#      incremental ships only the changed 64 KiB clusters;
+#   3. retention: at most points_in_time points, an older point still equals
+#      the copy taken when it was made;
+#   4. kill -9 of the target mid-cycle: the source reconnects and the cycle
+#      resumes from the target's last mark; kill -9 of the source mid-cycle:
+#      the replica stays at its last point, the next cycle is incremental;
+#   5. a QEMU crash breaks the checkpoint chain: a hash-compare resync,
+#      then incremental again;
+#   6. a peer without the right key is refused;
+#   7. pre-seeding: a copy carried to the target beforehand, then only the
+#      blocks that differ are shipped;
+#   8. test failover and cleanup while replication goes on;
+#   9. failover refused while the primary runs, refused while the probe
+#      answers, done once it is stopped; the recovered VM's NICs are down,
+#      then connected; no committed point, force without a reason: errors.
+#
+# Needs root; exits 77 (skip) without libvirtd/QEMU.
+# Usage: test_replication_qemu.sh BUILD_DIR
+set -euo pipefail
+
+build=$(cd "$1" && pwd)
+uri=qemu:///system
+prefix="nestor-repl-$$"
+host_a="repl-a-$$"
+host_b="repl-b-$$"
+exchange="nestor_repl_it_$$"
+net="nstrepl$$"
+port_b=$((20000 + $$ % 20000))
+port_a=$((port_b + 1))
+work=
+pid_a=
+pid_b=
+
+log() { echo "test_replication: $*" >&2; }
+fail() {
+        echo "FAIL: $*" >&2
+        if [ -n "$work" ]; then
+                local f
+                for f in "$work"/agent-a.log "$work"/agent-b.log; do
+                        [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -40 >&2
+                done
+        fi
+        exit 1
+}
+
+if [ "$(id -u)" != 0 ]; then
+        log "needs root for qemu:///system; skipping"
+        exit 77
+fi
+
+# shellcheck source=tests/integration/libvirt/daemons.sh
+. "$(dirname "$0")/../libvirt/daemons.sh"
+if ! command -v libvirtd >/dev/null || ! command -v qemu-nbd >/dev/null; then
+        log "libvirtd or qemu-nbd missing; skipping"
+        exit 77
+fi
+
+our_domains() {
+        virsh -c "$uri" list --all --name 2>/dev/null | grep "^$prefix-" || true
+}
+
+stop_agent() { # stop_agent PID
+        [ -n "$1" ] || return 0
+        kill -KILL "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+}
+
+cleanup() {
+        local rc=$?
+        set +e
+        stop_agent "$pid_a"
+        stop_agent "$pid_b"
+        local d
+        for d in $(our_domains); do
+                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
+                virsh -c "$uri" undefine --checkpoints-metadata --snapshots-metadata --nvram "$d" \
+                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
+        done
+        virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1
+        pkill -f "qemu-nbd.*$work" 2>/dev/null
+        stop_started_daemons
+        [ -n "$work" ] && rm -rf "$work"
+        exit $rc
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+start_daemons
+work=$(mktemp -d /tmp/nestor-repl.XXXXXX)
+chmod 755 "$work"
+
+virsh -c "$uri" net-create /dev/stdin >/dev/null <<EOF || fail "cannot create network $net"
+<network><name>$net</name><bridge name='${net:0:15}' stp='off'/></network>
+EOF
+
+# The failover probe: "reachable" while $work/primary-up exists.
+cat >"$work/probe.sh" <<EOF
+#!/bin/sh
+test -e "$work/primary-up"
+EOF
+chmod 755 "$work/probe.sh"
+
+write_conf() { # write_conf FILE HOST STATE PORT
+        cat >"$1" <<EOF
+[DEFAULT]
+transport_url = rabbit://guest:guest@localhost:5672/
+host = $2
+control_exchange = $exchange
+plugin_dir = $build/plugins
+enabled_plugins = libvirt, replication
+state_path = $3
+[libvirt]
+uri = $uri
+[replication]
+listen_address = 127.0.0.1
+listen_port = $4
+mark_interval_mb = 16
+connect_retries = 5
+rpc_timeout = 8
+primary_check_timeout = 5
+io_timeout = 20
+probe_command = $work/probe.sh {address}
+[oslo_messaging_rabbit]
+rabbit_retry_interval = 0.1
+EOF
+}
+write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a"
+write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b"
+
+ctl_conf() { # ctl_conf CONF HOST ARGS...
+        local conf=$1 h=$2 rc out
+        shift 2
+        for _ in $(seq 1 60); do
+                set +e
+                out=$("$build/nestorctl" --config-file "$conf" --host "$h" --timeout 120 "$@" \
+                        2>"$work/ctl.err")
+                rc=$?
+                set -e
+                [ $rc = 3 ] && grep -Eq "ConnectionError: (cannot connect to|login to|.*NOT_FOUND - no exchange)" \
+                        "$work/ctl.err" && { sleep 1; continue; }
+                break
+        done
+        [ -n "$out" ] && printf '%s\n' "$out"
+        cat "$work/ctl.err" >&2
+        return $rc
+}
+call_a() { ctl_conf "$work/a.conf" "$host_a" --json call "$1" --args "$2"; }
+call_b() { ctl_conf "$work/b.conf" "$host_b" --json call "$1" --args "$2"; }
+py() { /usr/bin/python3 -c "$@"; }
+jget() { py 'import json,sys; d=json.load(sys.stdin); v=eval(sys.argv[1]); print(json.dumps(v) if isinstance(v,(dict,list,bool)) or v is None else v)' "$1"; }
+expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
+        local conf=$work/a.conf h=$host_a
+        [ "$1" = b ] && conf=$work/b.conf h=$host_b
+        if ctl_conf "$conf" "$h" call "$4" --args "$5" >/dev/null 2>"$work/err"; then
+                fail "$4 $5 succeeded; expected $2"
+        fi
+        grep -q "$2" "$work/err" || fail "$4 $5: expected $2, got: $(cat "$work/err")"
+        grep -q -- "$3" "$work/err" || fail "$4 $5: message lacks '$3': $(cat "$work/err")"
+}
+
+agent_env=()
+if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
+        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
+        [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
+fi
+start_agent() { # start_agent a|b: sets pid_a / pid_b
+        local conf=$work/$1.conf logf=$work/agent-$1.log h=$host_a pid
+        [ "$1" = b ] && h=$host_b
+        "${agent_env[@]}" "$build/nestor-agent" --config-file "$conf" 2>>"$logf" &
+        pid=$!
+        if [ "$1" = a ]; then pid_a=$pid; else pid_b=$pid; fi
+        for _ in $(seq 1 150); do
+                ctl_conf "$conf" "$h" --json call replication_list >/dev/null 2>&1 && return 0
+                kill -0 "$pid" 2>/dev/null || fail "agent $1 exited: $(tail -5 "$logf")"
+                sleep 0.2
+        done
+        fail "agent $1 does not answer"
+}
+start_agent a
+start_agent b
+
+domstate() { virsh -c "$uri" domstate "$1" 2>/dev/null | head -1; }
+wait_domstate() {
+        for _ in $(seq 1 100); do
+                [ "$(domstate "$1")" = "$2" ] && return 0
+                sleep 0.2
+        done
+        fail "$1 is '$(domstate "$1")', expected '$2'"
+}
+spawn() { # spawn NAME: prints the uuid
+        call_a spawn "{\"spec\": {\"name\": \"$1\", \"vcpus\": 1, \"memory_mb\": 128, \"disks\": [{\"size_gb\": 1}, {\"size_gb\": 1}], \"nics\": [{\"network\": \"$net\"}]}}" |
+                jget 'd["uuid"]'
+}
+# qemu_io DOMAIN DEV COMMAND: a guest write through HMP qemu-io.
+qemu_io() {
+        local alias
+        alias=$(virsh -c "$uri" dumpxml "$1" | py '
+import sys, xml.etree.ElementTree as ET
+d = ET.parse(sys.stdin).getroot()
+for disk in d.iter("disk"):
+    if disk.find("target").get("dev") == sys.argv[1]:
+        print(disk.find("alias").get("name"))' "$2")
+        virsh -c "$uri" qemu-monitor-command "$1" --hmp \
+                "qemu-io -d /machine/peripheral/$alias/virtio-backend \"$3\"" >"$work/qio.out" ||
+                fail "qemu-io $3 on $1: $(cat "$work/qio.out")"
+        if grep -qi "error\|fail" "$work/qio.out"; then fail "qemu-io $3: $(cat "$work/qio.out")"; fi
+}
+status_a() { call_a replication_status "{\"replication\": \"$1\"}"; }
+status_b() { call_b replication_status "{\"replication\": \"$1\"}"; }
+# wait_cycles UUID N: until the source has committed N cycles and is idle.
+wait_cycles() {
+        local s
+        for _ in $(seq 1 600); do
+                s=$(status_a "$1") || fail "status of $1"
+                if [ "$(jget 'd["cycles_total"]' <<<"$s")" -ge "$2" ] &&
+                        [ "$(jget 'd["state"]' <<<"$s")" != syncing ]; then
+                        return 0
+                fi
+                sleep 0.2
+        done
+        fail "replication $1 did not reach $2 cycles: $s"
+}
+sync_and_wait() { # sync_and_wait UUID: one more cycle
+        local n
+        n=$(status_a "$1" | jget 'd["cycles_total"]')
+        call_a replication_sync_now "{\"replication\": \"$1\"}" >/dev/null || fail "sync_now"
+        wait_cycles "$1" $((n + 1))
+}
+src_disk() { echo "$work/a/instances/$1/disk$2.qcow2"; }
+latest_image() { # latest_image UUID DISK_INDEX: the target's newest point image
+        status_b "$1" | jget "d['last_point']['images'][$2]"
+}
+# same_as_source UUID: the target's newest point equals the source's vda.
+same_as_source() {
+        local img
+        img=$(latest_image "$1" 0)
+        qemu-img compare -U -q "$(src_disk "$1" 0)" "$img" ||
+                fail "target point $img differs from the source disk"
+}
+
+vm="$prefix-a"
+uuid=$(spawn "$vm") || fail "spawn $vm"
+wait_domstate "$vm" running
+log "guest $vm ($uuid) running on site A"
+
+# ---- 1. bad input ----
+expect_error a InstanceNotFound "not found" replication_enable "{\"instance\": \"$prefix-none\", \"target_host\": \"$host_b\"}"
+expect_error a InvalidInput "rpo must be between" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 30}"
+expect_error a InvalidInput "rpo must be between" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 90000}"
+expect_error a InvalidInput "has no disk 'vdz'" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"disks\": [\"vdz\"]}"
+expect_error a InvalidInput "unexpected argument 'colour'" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"colour\": 1}"
+expect_error a InvalidInput "quiescing needs an RPO" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 60, \"quiesce\": \"required\"}"
+expect_error a InvalidInput "target_host is this host" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_a\"}"
+expect_error a TargetUnreachable "did not answer" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$prefix-nowhere\"}"
+[ "$(call_a replication_list '{}' | jget 'len(d["source"])')" = 0 ] || fail "a failed enable left a replication"
+[ -z "$(ls "$work/b/replication/target")" ] || fail "a failed enable left a replica"
+log "bad input: ok"
+
+# ---- 2. full sync, then incremental ----
+qemu_io "$vm" vda "write -P 0x11 0 8M"
+qemu_io "$vm" vda "write -P 0x22 100M 1M"
+qemu_io "$vm" vda "write -z 200M 4M"
+qemu_io "$vm" vdb "write -P 0x33 0 1M"
+call_a replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 600, \"disks\": [\"vda\"], \"points_in_time\": 3, \"quiesce\": \"off\", \"probe_addresses\": [\"192.0.2.10\"]}" \
+        >"$work/enable.json" || fail "enable"
+[ "$(jget 'd["target_host"]' <"$work/enable.json")" = "$host_b" ] || fail "enable: $(cat "$work/enable.json")"
+expect_error a ReplicationExists "already replicated" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\"}"
+wait_cycles "$uuid" 1
+status_a "$uuid" >"$work/s1.json"
+log "full sync: $(jget '[d["bytes_last_cycle"], d["zero_bytes_last_cycle"], d["wire_bytes_last_cycle"], d["duration_ms_last_cycle"]]' <"$work/s1.json")"
+same_as_source "$uuid"
+# Only vda is replicated; thin: the 1 GiB disk with 9 MiB written takes little space.
+[ "$(status_b "$uuid" | jget 'len(d["disks"])')" = 1 ] || fail "vdb was replicated"
+alloc=$(status_b "$uuid" | jget 'd["allocated_bytes"]')
+[ "$alloc" -lt $((64 * 1024 * 1024)) ] || fail "target not thin: $alloc bytes allocated"
+shipped=$(jget 'd["bytes_last_cycle"]' <"$work/s1.json")
+[ "$shipped" = $((9 * 1024 * 1024)) ] || fail "full sync shipped $shipped data bytes, expected 9 MiB"
+[ "$(jget 'd["zero_bytes_last_cycle"]' <"$work/s1.json")" = $((1015 * 1024 * 1024)) ] ||
+        fail "full sync: the rest of the disk did not go as zero ranges: $(cat "$work/s1.json")"
+wire=$(jget 'd["wire_bytes_last_cycle"]' <"$work/s1.json")
+[ "$wire" -lt $((16 * 1024 * 1024)) ] || fail "full sync put $wire bytes on the wire for 9 MiB of data"
+
+# Scattered writes: 32 x 64 KiB, one 4 KiB write (ships its 64 KiB cluster).
+for i in $(seq 0 31); do qemu_io "$vm" vda "write -P 0x44 $((300 + i * 7))M 64k"; done
+qemu_io "$vm" vda "write -P 0x55 700M 4k"
+sync_and_wait "$uuid"
+status_a "$uuid" >"$work/s2.json"
+shipped=$(jget 'd["bytes_last_cycle"]' <"$work/s2.json")
+wire=$(jget 'd["wire_bytes_last_cycle"]' <"$work/s2.json")
+log "incremental: shipped $shipped, wire $wire, $(jget 'd["duration_ms_last_cycle"]' <"$work/s2.json") ms"
+[ "$shipped" = $((33 * 65536)) ] || fail "incremental shipped $shipped bytes, expected $((33 * 65536))"
+[ "$wire" -lt $((shipped * 105 / 100 + 65536)) ] || fail "incremental wire bytes $wire for $shipped changed"
+same_as_source "$uuid"
+log "full and incremental: ok"
+
+# ---- 3. retention ----
+qemu-img convert -U -O raw "$(src_disk "$uuid" 0)" "$work/copy-p2.raw"
+p2=$(status_b "$uuid" | jget 'd["last_point"]["id"]')
+for i in 1 2 3; do
+        qemu_io "$vm" vda "write -P 0x6$i $((400 + i))M 1M"
+        sync_and_wait "$uuid"
+done
+status_b "$uuid" >"$work/b3.json"
+[ "$(jget 'len(d["points"])' <"$work/b3.json")" = 3 ] || fail "retention: $(jget '[p["id"] for p in d["points"]]' <"$work/b3.json")"
+same_as_source "$uuid"
+old=$(jget "[p['images'][0] for p in d['points'] if p['id'] == $p2 + 1][0]" <"$work/b3.json")
+qemu-img convert -U -O raw "$(src_disk "$uuid" 0)" "$work/now.raw"
+qemu-img compare -q -f qcow2 -F raw "$old" "$work/now.raw" && fail "an old point equals the newest state"
+rm -f "$work/now.raw" "$work/copy-p2.raw"
+log "retention: ok ($(jget '[p["id"] for p in d["points"]]' <"$work/b3.json"))"
+
+# ---- 4. kill -9 mid-cycle ----
+wait_progress() { # wait_progress UUID BYTES: until the running cycle shipped BYTES
+        local s
+        for _ in $(seq 1 600); do
+                s=$(status_a "$1")
+                if [ "$(jget '(d["progress"] or {}).get("bytes_done", 0)' <<<"$s")" -ge "$2" ]; then
+                        return 0
+                fi
+                sleep 0.05
+        done
+        fail "no cycle progress: $s"
+}
+points_b=$(status_b "$uuid" | jget '[p["id"] for p in d["points"]]')
+qemu_io "$vm" vda "write -P 0x77 0 400M"
+call_a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null
+wait_progress "$uuid" $((40 * 1024 * 1024))
+stop_agent "$pid_b"
+log "target killed mid-cycle"
+start_agent b
+n=$(status_a "$uuid" | jget 'd["cycles_total"]')
+wait_cycles "$uuid" $((n + 1))
+grep -q "resumes at disk 0 offset [1-9]" "$work/agent-b.log" || fail "the cycle did not resume from a mark"
+same_as_source "$uuid"
+log "target kill -9: resumed, ok"
+
+qemu_io "$vm" vda "write -P 0x78 0 400M"
+before=$(status_b "$uuid" | jget '[p["id"] for p in d["points"]]')
+call_a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null
+wait_progress "$uuid" $((40 * 1024 * 1024))
+stop_agent "$pid_a"
+log "source killed mid-cycle"
+sleep 1
+[ "$(status_b "$uuid" | jget '[p["id"] for p in d["points"]]')" = "$before" ] ||
+        fail "the target's points changed after the source died"
+start_agent a
+sync_and_wait "$uuid"
+status_a "$uuid" >"$work/s4.json"
+[ "$(jget 'd["kind_last_cycle"]' <"$work/s4.json")" = incremental ] || fail "after the source's restart: $(cat "$work/s4.json")"
+same_as_source "$uuid"
+log "source kill -9: incremental from the last point, ok"
+: "$points_b"
+
+# ---- 5. QEMU crash ----
+qpid=$(cat "/run/libvirt/qemu/$vm.pid")
+kill -9 "$qpid"
+wait_domstate "$vm" "shut off"
+call_a power_on "{\"instance\": \"$uuid\"}" >/dev/null || fail "power_on after the crash"
+wait_domstate "$vm" running
+qemu_io "$vm" vda "write -P 0x99 600M 2M"
+sync_and_wait "$uuid"
+status_a "$uuid" >"$work/s5.json"
+[ "$(jget 'd["kind_last_cycle"]' <"$work/s5.json")" = resync ] || fail "after a QEMU crash: $(cat "$work/s5.json")"
+same_as_source "$uuid"
+qemu_io "$vm" vda "write -P 0x9a 610M 64k"
+sync_and_wait "$uuid"
+[ "$(status_a "$uuid" | jget 'd["kind_last_cycle"]')" = incremental ] || fail "no incremental after the resync"
+same_as_source "$uuid"
+log "QEMU crash: resync then incremental, ok"
+
+# ---- 6. a peer without the right key ----
+points=$(status_b "$uuid" | jget '[p["id"] for p in d["points"]]')
+openssl s_client -connect "127.0.0.1:$port_b" -tls1_3 -psk_identity "$uuid" \
+        -psk 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff </dev/null \
+        >"$work/sclient.out" 2>&1 || true
+sleep 0.5
+grep -q "TLS handshake from 127.0.0.1:[0-9]* failed.*$uuid" "$work/agent-b.log" ||
+        fail "the refused peer was not logged"
+[ "$(status_b "$uuid" | jget '[p["id"] for p in d["points"]]')" = "$points" ] || fail "points changed"
+log "wrong key refused: ok"
+
+# ---- 7. pre-seeding ----
+vm2="$prefix-b"
+uuid2=$(spawn "$vm2") || fail "spawn $vm2"
+wait_domstate "$vm2" running
+call_a power_off "{\"instance\": \"$uuid2\"}" >/dev/null
+wait_domstate "$vm2" "shut off"
+mkdir -p "$work/seeds"
+qemu-io -f qcow2 -c "write -P 0xa1 0 32M" "$(src_disk "$uuid2" 0)" >/dev/null
+qemu-img convert -O qcow2 "$(src_disk "$uuid2" 0)" "$work/seeds/vda.qcow2"
+chmod 644 "$work/seeds/vda.qcow2"
+qemu-io -f qcow2 -c "write -P 0xa2 16M 1M" "$(src_disk "$uuid2" 0)" >/dev/null
+call_a replication_enable "{\"instance\": \"$uuid2\", \"target_host\": \"$host_b\", \"rpo\": 600, \"disks\": [\"vda\"], \"seeds\": {\"vda\": \"$work/seeds/vda.qcow2\"}}" \
+        >/dev/null || fail "enable with a seed"
+sleep 1
+expect_error b NoCommittedPoint "no committed point" replication_failover "{\"replication\": \"$uuid2\", \"force\": true, \"reason\": \"test\"}"
+call_a power_on "{\"instance\": \"$uuid2\"}" >/dev/null
+wait_domstate "$vm2" running
+call_a replication_sync_now "{\"replication\": \"$uuid2\"}" >/dev/null
+wait_cycles "$uuid2" 1
+status_a "$uuid2" >"$work/s7.json"
+[ "$(jget 'd["kind_last_cycle"]' <"$work/s7.json")" = seed ] || fail "seeded: $(cat "$work/s7.json")"
+shipped=$(jget 'd["bytes_last_cycle"]' <"$work/s7.json")
+[ "$shipped" -le $((1024 * 1024)) ] || fail "a seeded sync shipped $shipped bytes for 1 MiB of difference"
+same_as_source "$uuid2"
+log "pre-seed: shipped $shipped bytes, ok"
+
+# ---- 8. test failover ----
+call_b replication_test_failover "{\"replication\": \"$uuid\"}" >"$work/t8.json" || fail "test failover"
+tvm=$(jget 'd["domain_name"]' <"$work/t8.json")
+wait_domstate "$tvm" running
+virsh -c "$uri" domif-getlink "$tvm" "$(virsh -c "$uri" domiflist "$tvm" | awk 'NR > 2 && $5 {print $5}')" | grep -q down ||
+        fail "the test instance's NIC is not down"
+qemu_io "$vm" vda "write -P 0xbb 800M 1M"
+sync_and_wait "$uuid"
+same_as_source "$uuid"
+call_b replication_test_cleanup "{\"replication\": \"$uuid\"}" >/dev/null || fail "test cleanup"
+virsh -c "$uri" dominfo "$tvm" >/dev/null 2>&1 && fail "the test instance is still defined"
+log "test failover and cleanup: ok"
+
+# ---- 9. failover ----
+expect_error b PrimaryAlive "is running on $host_a" replication_failover "{\"replication\": \"$uuid\"}"
+expect_error b InvalidInput "force needs a reason" replication_failover "{\"replication\": \"$uuid\", \"force\": true}"
+expect_error b ReplicationNotFound "no replica" replication_failover '{"replication": "00000000-0000-4000-8000-000000000001"}'
+call_a replication_pause "{\"replication\": \"$uuid\"}" >/dev/null
+call_a power_off "{\"instance\": \"$uuid\"}" >/dev/null
+wait_domstate "$vm" "shut off"
+touch "$work/primary-up"
+expect_error b PrimaryReachable "reachable at 192.0.2.10" replication_failover "{\"replication\": \"$uuid\"}"
+rm -f "$work/primary-up"
+call_b replication_failover "{\"replication\": \"$uuid\"}" >"$work/f9.json" || fail "failover"
+rvm=$(jget 'd["domain_name"]' <"$work/f9.json")
+[ "$(jget 'd["network"]' <"$work/f9.json")" = disconnected ] || fail "failover: $(cat "$work/f9.json")"
+wait_domstate "$rvm" running
+mac=$(virsh -c "$uri" domiflist "$rvm" | awk 'NR > 2 && $5 {print $5}')
+virsh -c "$uri" domif-getlink "$rvm" "$mac" | grep -q down || fail "the recovered NIC is not down"
+status_b "$uuid" | jget 'd["state"]' | grep -q failed-over || fail "status after failover"
+call_b replication_connect_network "{\"replication\": \"$uuid\"}" >/dev/null || fail "connect network"
+virsh -c "$uri" domif-getlink "$rvm" "$mac" | grep -q up || fail "the recovered NIC is not up"
+expect_error b ReplicationFailedOver "already failed over" replication_failover "{\"replication\": \"$uuid\"}"
+log "failover: ok ($rvm)"
+log "PASS"
