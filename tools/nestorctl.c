@@ -4,6 +4,8 @@
  *   nestorctl [options] call METHOD [--args JSON|@FILE]
  *   nestorctl [options] cast METHOD [--args JSON|@FILE] [--fanout]
  *   nestorctl [options] services [--wait SECONDS] [--state FILE]
+ *   nestorctl [options] replication status [REPLICATION]
+ *   nestorctl [options] replication sync REPLICATION
  *
  * Exit status: 0 success, 1 the remote side raised an error (services: a
  * known host is down), 2 bad usage or configuration, 3 the broker or the
@@ -49,6 +51,7 @@ struct options {
         double wait;            /* services: < 0 means report_interval + 2 */
         const char *state;      /* services: NULL means the default state file */
         const char *command, *method;
+        const char *subject;    /* replication: the replication id */
 };
 
 static void usage(FILE *out) {
@@ -56,6 +59,8 @@ static void usage(FILE *out) {
                 "Usage: nestorctl [OPTIONS] call METHOD [--args JSON|@FILE]\n"
                 "       nestorctl [OPTIONS] cast METHOD [--args JSON|@FILE] [--fanout]\n"
                 "       nestorctl [OPTIONS] services [--wait SECONDS] [--state FILE]\n"
+                "       nestorctl [OPTIONS] replication status [REPLICATION]\n"
+                "       nestorctl [OPTIONS] replication sync REPLICATION\n"
                 "\n"
                 "  --config-file PATH   config with transport_url etc. (default %s)\n"
                 "  --host HOST          the agent to address (default: any agent)\n"
@@ -71,6 +76,10 @@ static void usage(FILE *out) {
                 "$XDG_STATE_HOME/nestor/services.json, else ~/.local/state/nestor/services.json)\n"
                 "and shows every host it knows as up, or down when it has not reported for\n"
                 "longer than its service_down_time.\n"
+                "\n"
+                "replication status shows a table of the replications of --host (one, or\n"
+                "all); replication sync starts a cycle now and shows its progress until it\n"
+                "commits (exit 1 when it fails).\n"
                 "\n"
                 "Exit status: 0 ok, 1 remote error or (services) a host is down, 2 usage or\n"
                 "config error, 3 unreachable.\n",
@@ -165,9 +174,29 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 return -EINVAL;
         }
         o->command = argv[optind];
+        if (strcmp(o->command, "replication") == 0) {
+                int n = argc - optind;
+                o->method = n > 1 ? argv[optind + 1] : "";
+                o->subject = n > 2 ? argv[optind + 2] : NULL;
+                bool status = strcmp(o->method, "status") == 0;
+                bool sync = strcmp(o->method, "sync") == 0;
+                if (!(status && (n == 2 || n == 3)) && !(sync && n == 3)) {
+                        usage(stderr);
+                        return -EINVAL;
+                }
+                if (services_only || o->args || o->fanout) {
+                        fprintf(stderr, "nestorctl: replication takes no --args, --fanout, "
+                                        "--wait or --state\n");
+                        return -EINVAL;
+                }
+                if (o->n_config_files == 0 && access(nst_core_default_config_file(), R_OK) == 0)
+                        o->config_files[o->n_config_files++] = nst_core_default_config_file();
+                return 0;
+        }
         bool services = strcmp(o->command, "services") == 0;
         if (!services && strcmp(o->command, "call") != 0 && strcmp(o->command, "cast") != 0) {
-                fprintf(stderr, "nestorctl: unknown command '%s' (call, cast or services)\n",
+                fprintf(stderr, "nestorctl: unknown command '%s' (call, cast, services or "
+                                "replication)\n",
                         o->command);
                 return -EINVAL;
         }
@@ -820,6 +849,200 @@ out:
         return status;
 }
 
+/* ---- replication: a table of replications, a sync with its progress ---- */
+
+static const char *jstr(json_object *o, const char *key) {
+        const char *v = json_object_get_string(json_object_object_get(o, key));
+        return v && *v ? v : "-";
+}
+
+static int64_t jint(json_object *o, const char *key) {
+        return json_object_get_int64(json_object_object_get(o, key));
+}
+
+static const char *human_bytes(uint64_t b, char *buf, size_t size) {
+        static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+        double v = (double)b;
+        size_t u = 0;
+        while (v >= 1024 && u + 1 < NST_ARRAY_SIZE(units)) {
+                v /= 1024;
+                u++;
+        }
+        snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+        return buf;
+}
+
+static const char *human_seconds(int64_t s, char *buf, size_t size) {
+        if (s < 0)
+                snprintf(buf, size, "-");
+        else if (s < 120)
+                snprintf(buf, size, "%llds", (long long)s);
+        else if (s < 7200)
+                snprintf(buf, size, "%lldm", (long long)(s / 60));
+        else
+                snprintf(buf, size, "%lldh%02lldm", (long long)(s / 3600),
+                         (long long)(s % 3600 / 60));
+        return buf;
+}
+
+static void print_replications(json_object *rows) {
+        printf("%-36s  %-6s  %-24s  %-16s  %-24s  %5s  %5s  %-20s  %s\n", "REPLICATION", "ROLE",
+               "INSTANCE", "PEER", "STATE", "RPO", "LAG", "LAST POINT", "LAST CYCLE");
+        for (size_t i = 0; i < json_object_array_length(rows); i++) {
+                json_object *r = json_object_array_get_idx(rows, i);
+                bool source = strcmp(jstr(r, "role"), "source") == 0;
+                json_object *last = json_object_object_get(r, "last_point");
+                json_object *lag = json_object_object_get(r, "lag_seconds");
+                char rpo[32], age[32], b1[32], cycle[96], state[64];
+                snprintf(state, sizeof(state), "%s%s", jstr(r, "state"),
+                         json_object_get_boolean(json_object_object_get(r, "rpo_violation"))
+                                 ? " RPO-VIOLATED"
+                                 : "");
+                if (source)
+                        snprintf(cycle, sizeof(cycle), "%s, %s in %lld ms", jstr(r, "kind_last_cycle"),
+                                 human_bytes((uint64_t)jint(r, "bytes_last_cycle"), b1, sizeof(b1)),
+                                 (long long)jint(r, "duration_ms_last_cycle"));
+                else
+                        snprintf(cycle, sizeof(cycle), "%zu point(s), %s on disk",
+                                 json_object_array_length(json_object_object_get(r, "points")),
+                                 human_bytes((uint64_t)jint(r, "allocated_bytes"), b1, sizeof(b1)));
+                printf("%-36s  %-6s  %-24s  %-16s  %-24s  %5s  %5s  %-20s  %s\n",
+                       jstr(r, "replication"), jstr(r, "role"), jstr(r, "instance_name"),
+                       source ? jstr(r, "target_host") : jstr(r, "source_host"), state,
+                       source ? human_seconds(jint(r, "rpo"), rpo, sizeof(rpo)) : "-",
+                       lag ? human_seconds(json_object_get_int64(lag), age, sizeof(age)) : "-",
+                       last ? jstr(last, "time") : "-", cycle);
+        }
+}
+
+static void draw_progress(json_object *prog, bool tty) {
+        uint64_t done = (uint64_t)jint(prog, "bytes_done"), total = (uint64_t)jint(prog,
+                                                                                   "bytes_total");
+        int pct = total ? (int)(done * 100 / total) : 0;
+        char bar[31], b1[32], b2[32];
+        for (int i = 0; i < 30; i++)
+                bar[i] = i < pct * 30 / 100 ? '#' : '.';
+        bar[30] = '\0';
+        printf("%s[%s] %3d%%  %s / %s  %s (%s) %.1f s%s", tty ? "\r" : "", bar, pct,
+               human_bytes(done, b1, sizeof(b1)), human_bytes(total, b2, sizeof(b2)),
+               jstr(prog, "phase"), jstr(prog, "kind"), (double)jint(prog, "elapsed_ms") / 1000,
+               tty ? "\033[K" : "\n");
+        fflush(stdout);
+}
+
+static int replication_sync(struct nst_rpc_client *c, const struct options *o,
+                            struct nst_error *err) {
+        _cleanup_json_ json_object *args = json_object_new_object(), *st = NULL, *res = NULL;
+        json_object_object_add(args, "replication", json_object_new_string(o->subject));
+        int r = nst_rpc_client_call(c, o->host, "replication_status", args, NULL, NULL, o->timeout,
+                                    &st, err);
+        if (r < 0)
+                return r;
+        int64_t cycles = jint(st, "cycles_total");
+        json_object *le = json_object_object_get(st, "last_error");
+        int64_t failures = le ? jint(le, "failures") : 0;
+        if ((r = nst_rpc_client_call(c, o->host, "replication_sync_now", args, NULL, NULL,
+                                     o->timeout, &res, err)) < 0)
+                return r;
+        bool tty = isatty(STDOUT_FILENO), drew = false;
+        int64_t deadline = nst_now_ms() + 24 * 3600 * 1000LL, last_line = 0;
+        for (;;) {
+                usleep(300 * 1000);
+                json_object_put(st);
+                st = NULL;
+                if ((r = nst_rpc_client_call(c, o->host, "replication_status", args, NULL, NULL,
+                                             o->timeout, &st, err)) < 0)
+                        return r;
+                json_object *prog = json_object_object_get(st, "progress");
+                int64_t now = nst_now_ms();
+                if (prog && (tty || now - last_line >= 2000)) {
+                        draw_progress(prog, tty);
+                        drew = true;
+                        last_line = now;
+                }
+                if (prog)
+                        continue;
+                le = json_object_object_get(st, "last_error");
+                if (jint(st, "cycles_total") > cycles) {
+                        char b1[32], b2[32];
+                        json_object *lp = json_object_object_get(st, "last_point");
+                        printf("%scommitted point %lld (%s): %s shipped, %s on the wire in %lld "
+                               "ms, %s consistent\n",
+                               drew && tty ? "\r\033[K" : "", (long long)jint(lp, "id"),
+                               jstr(st, "kind_last_cycle"),
+                               human_bytes((uint64_t)jint(st, "bytes_last_cycle"), b1, sizeof(b1)),
+                               human_bytes((uint64_t)jint(st, "wire_bytes_last_cycle"), b2,
+                                           sizeof(b2)),
+                               (long long)jint(st, "duration_ms_last_cycle"),
+                               jstr(lp, "consistency"));
+                        return 0;
+                }
+                if (le && jint(le, "failures") > failures) {
+                        if (drew && tty)
+                                printf("\n");
+                        return nst_error_set(err, -EREMOTEIO, jstr(le, "class"),
+                                             "the cycle failed: %s", jstr(le, "message"));
+                }
+                if (now > deadline)
+                        return nst_error_set(err, -ETIMEDOUT, "MessagingTimeout",
+                                             "no cycle committed");
+        }
+}
+
+static int replication_main(const struct options *o, struct nst_config *cfg) {
+        struct options opts = *o;
+        struct nst_error err = NST_ERROR_INIT;
+        struct nst_transport_settings ts;
+        struct nst_rpc_client *client = NULL;
+        _cleanup_json_ json_object *args = json_object_new_object(), *res = NULL;
+        if (opts.timeout <= 0)
+                opts.timeout = (double)nst_config_get_int(cfg, "DEFAULT", "rpc_response_timeout");
+        if (nst_transport_settings_load(cfg, &ts, &err) < 0) {
+                fprintf(stderr, "nestorctl: %s\n", err.message);
+                return EXIT_USAGE;
+        }
+        int r = nst_rpc_client_new(&ts, NST_RPC_TOPIC, &client, &err);
+        if (r >= 0 && strcmp(opts.method, "sync") == 0) {
+                r = replication_sync(client, &opts, &err);
+        } else if (r >= 0) {
+                if (opts.subject)
+                        json_object_object_add(args, "replication",
+                                               json_object_new_string(opts.subject));
+                r = nst_rpc_client_call(client, opts.host,
+                                        opts.subject ? "replication_status" : "replication_list",
+                                        args, NULL, NULL, opts.timeout, &res, &err);
+        }
+        nst_rpc_client_free(client);
+        nst_transport_settings_done(&ts);
+        if (r < 0) {
+                fprintf(stderr, "nestorctl: %s: %s\n", err.cls[0] ? err.cls : "Error",
+                        err.message);
+                return exit_code_for(r);
+        }
+        if (!res)
+                return EXIT_SUCCESS;
+        if (opts.json) {
+                printf("%s\n", json_object_to_json_string_ext(res, JSON_C_TO_STRING_PRETTY |
+                                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
+                return EXIT_SUCCESS;
+        }
+        json_object *rows = json_object_new_array();
+        if (opts.subject) {
+                json_object_array_add(rows, json_object_get(res));
+        } else {
+                const char *const roles[] = {"source", "target"};
+                for (size_t k = 0; k < 2; k++) {
+                        json_object *a = json_object_object_get(res, roles[k]);
+                        for (size_t i = 0; i < json_object_array_length(a); i++)
+                                json_object_array_add(rows,
+                                                      json_object_get(json_object_array_get_idx(a, i)));
+                }
+        }
+        print_replications(rows);
+        json_object_put(rows);
+        return EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv) {
         struct options o = {0};
         struct nst_error err = NST_ERROR_INIT;
@@ -837,6 +1060,8 @@ int main(int argc, char **argv) {
                 goto usage_error;
         if (strcmp(o.command, "services") == 0)
                 return services_main(&o, cfg);
+        if (strcmp(o.command, "replication") == 0)
+                return replication_main(&o, cfg);
         if (load_args(o.args, &args, &err) < 0)
                 goto usage_error;
         if (o.timeout <= 0)

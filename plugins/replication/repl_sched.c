@@ -41,9 +41,12 @@
  *     request_now still works.
  *   - a hint on a replication with no throughput of its own yet (its first
  *     cycle, or any cycle after an agent restart) is divided by the fleet's
- *     throughput: total bytes over total time of recent cycles of every
- *     replication, so big transfers weigh most. Without a hint, the first
- *     cycle is assumed to take default_duration_ms. */
+ *     throughput as it was when the hint came: total bytes over total time
+ *     of recent cycles of every replication, so big transfers weigh most.
+ *     Taken at hint time so that a replication's due time only changes
+ *     with its own events (the heaps stay valid); the owner refreshes hints
+ *     anyway. Without a hint, a first cycle is assumed to take
+ *     default_duration_ms. */
 #include "plugins/replication/repl_sched.h"
 
 #include <errno.h>
@@ -77,6 +80,7 @@ struct entry {
         double overhead_ms;     /* EWMA of the time not explained by the rate */
         unsigned duration_samples, rate_samples, overhead_samples;
         uint64_t hint_bytes;
+        double hint_fleet_rate; /* the fleet's bytes per ms when the hint came, 0 = none */
 
         unsigned failures;
         bool paused, running, requested, has_hint;
@@ -309,8 +313,8 @@ static double predicted_ms(const struct nst_sched *s, const struct entry *e) {
         double scaled = -1;
         if (e->rate_samples && e->rate > 0)
                 scaled = (double)e->hint_bytes / e->rate + e->overhead_ms;
-        else if (s->fleet_bytes > 0 && s->fleet_ms > 0)
-                scaled = (double)e->hint_bytes / (s->fleet_bytes / s->fleet_ms);
+        else if (e->hint_fleet_rate > 0)
+                scaled = (double)e->hint_bytes / e->hint_fleet_rate;
         return scaled > base ? scaled : base;
 }
 
@@ -555,6 +559,7 @@ void nst_sched_hint_changed(struct nst_sched *s, uint64_t id, uint64_t bytes) {
                 return;
         e->has_hint = true;
         e->hint_bytes = bytes;
+        e->hint_fleet_rate = s->fleet_ms > 0 ? s->fleet_bytes / s->fleet_ms : 0;
         reschedule(s, e);
 }
 

@@ -319,6 +319,17 @@ qemu-img compare -q -f qcow2 -F raw "$old" "$work/now.raw" && fail "an old point
 rm -f "$work/now.raw" "$work/copy-p2.raw"
 log "retention: ok ($(jget '[p["id"] for p in d["points"]]' <"$work/b3.json"))"
 
+# nestorctl: a sync with its progress, and the status tables of both sites.
+qemu_io "$vm" vda "write -P 0x66 450M 32M"
+out=$(ctl_conf "$work/a.conf" "$host_a" replication sync "$uuid") || fail "nestorctl replication sync"
+grep -q "committed point [0-9]* (incremental): 32.0 MiB shipped" <<<"$out" || fail "replication sync printed: $out"
+out=$(ctl_conf "$work/a.conf" "$host_a" replication status) || fail "nestorctl replication status"
+grep -q "^$uuid  source  $vm .* $host_b .* ok " <<<"$out" || fail "source table: $out"
+out=$(ctl_conf "$work/b.conf" "$host_b" replication status "$uuid") || fail "status on the target"
+grep -q "^$uuid  target  $vm .* $host_a .* 3 point(s)" <<<"$out" || fail "target table: $out"
+same_as_source "$uuid"
+log "nestorctl replication sync/status: ok"
+
 # ---- 4. kill -9 mid-cycle ----
 wait_progress() { # wait_progress UUID BYTES: until the running cycle shipped BYTES
         local s
