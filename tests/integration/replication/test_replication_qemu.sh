@@ -18,7 +18,7 @@
 #      then incremental again;
 #   6. a peer without the right key is refused;
 #   7. pre-seeding: a copy carried to the target beforehand, then only the
-#      blocks that differ are shipped;
+#      blocks that differ are shipped, compressed;
 #   8. test failover and cleanup while replication goes on;
 #   9. failover refused while the primary runs, refused while the probe
 #      answers, done once it is stopped; the recovered VM's NICs are down,
@@ -411,7 +411,7 @@ qemu-io -f qcow2 -c "write -P 0xa1 0 32M" "$(src_disk "$uuid2" 0)" >/dev/null
 qemu-img convert -O qcow2 "$(src_disk "$uuid2" 0)" "$work/seeds/vda.qcow2"
 chmod 644 "$work/seeds/vda.qcow2"
 qemu-io -f qcow2 -c "write -P 0xa2 16M 1M" "$(src_disk "$uuid2" 0)" >/dev/null
-call_a replication_enable "{\"instance\": \"$uuid2\", \"target_host\": \"$host_b\", \"rpo\": 600, \"disks\": [\"vda\"], \"seeds\": {\"vda\": \"$work/seeds/vda.qcow2\"}}" \
+call_a replication_enable "{\"instance\": \"$uuid2\", \"target_host\": \"$host_b\", \"rpo\": 600, \"disks\": [\"vda\"], \"compress\": true, \"seeds\": {\"vda\": \"$work/seeds/vda.qcow2\"}}" \
         >/dev/null || fail "enable with a seed"
 sleep 1
 expect_error b NoCommittedPoint "no committed point" replication_failover "{\"replication\": \"$uuid2\", \"force\": true, \"reason\": \"test\"}"
@@ -423,6 +423,11 @@ status_a "$uuid2" >"$work/s7.json"
 [ "$(jget 'd["kind_last_cycle"]' <"$work/s7.json")" = seed ] || fail "seeded: $(cat "$work/s7.json")"
 shipped=$(jget 'd["bytes_last_cycle"]' <"$work/s7.json")
 [ "$shipped" -le $((1024 * 1024)) ] || fail "a seeded sync shipped $shipped bytes for 1 MiB of difference"
+# compress: the 1 MiB of one repeated byte travels as a few KiB of zstd, so
+# the wire carries less than the data (plus the 512 KiB of digests the
+# target sent for the 1 GiB disk); uncompressed it would be over 1.5 MiB.
+wire=$(jget 'd["wire_bytes_last_cycle"]' <"$work/s7.json")
+[ "$wire" -lt "$shipped" ] || fail "compression: $wire bytes on the wire for $shipped shipped"
 same_as_source "$uuid2"
 log "pre-seed: shipped $shipped bytes, ok"
 
