@@ -6,6 +6,7 @@
  * instance.snapshot.start/.end/.error notifications (docs/snapshot.md). */
 #define NST_LOG_MODULE "snapshot"
 
+#include <dirent.h>
 #include <errno.h>
 #include <libvirt/virterror.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agent/log.h"
 #include "agent/plugin.h"
@@ -306,11 +308,6 @@ static void notify(struct snap_plugin *p, struct nst_call *call, const struct in
                    json_object *nestor) {
         char type[64];
         snprintf(type, sizeof(type), "instance.snapshot.%s", phase);
-        json_object_object_add(nestor, "event_key",
-                               json_object_new_string(fault ? "snapshot.create.error"
-                                                      : strcmp(phase, "end") == 0
-                                                              ? "snapshot.create.end"
-                                                              : "snapshot.create.start"));
         json_object *ctx = call ? nst_call_context(call) : NULL; /* NULL: a schedule's run */
         json_object *payload = snapshot_payload(p, i, snapshot_id, ctx, strcmp(phase, "end") == 0,
                                                 fault, nestor);
@@ -700,6 +697,46 @@ static void run_schedule(struct snap_plugin *p, struct instance *i, struct store
         busy_leave(p, i);
 }
 
+/* Snapshot records and memory files of an instance that no longer exists
+ * (destroyed through the libvirt plugin, or undefined behind Nestor's
+ * back) can never be reverted to: they are removed. known: the uuids of
+ * every domain libvirt has. */
+static void sweep_orphans(struct snap_plugin *p, char (*known)[VIR_UUID_STRING_BUFLEN],
+                          size_t n_known) {
+        DIR *d = opendir(p->snapshot_dir);
+        if (!d)
+                return;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (strlen(de->d_name) != 36 || de->d_name[8] != '-')
+                        continue;
+                bool alive = false;
+                for (size_t i = 0; i < n_known && !alive; i++)
+                        alive = strcmp(known[i], de->d_name) == 0;
+                if (alive)
+                        continue;
+                char dir[4096];
+                snprintf(dir, sizeof(dir), "%s/%s", p->snapshot_dir, de->d_name);
+                DIR *sd = opendir(dir);
+                struct dirent *f;
+                while (sd && (f = readdir(sd))) {
+                        if (f->d_name[0] == '.')
+                                continue;
+                        char path[4352];
+                        snprintf(path, sizeof(path), "%s/%s", dir, f->d_name);
+                        if (unlink(path) < 0)
+                                log_warning("cannot remove %s: %s", path, strerror(errno));
+                }
+                if (sd)
+                        closedir(sd);
+                if (rmdir(dir) == 0)
+                        log_info("removed the snapshot records of instance %s, which no longer "
+                                 "exists",
+                                 de->d_name);
+        }
+        closedir(d);
+}
+
 static void check_schedules(void *ud) {
         struct snap_plugin *p = ud;
         virConnectPtr conn = NULL;
@@ -707,6 +744,8 @@ static void check_schedules(void *ud) {
                 return;
         virDomainPtr *doms = NULL;
         int n = virConnectListAllDomains(conn, &doms, 0);
+        char(*known)[VIR_UUID_STRING_BUFLEN] = n > 0 ? calloc((size_t)n, sizeof(*known)) : NULL;
+        size_t n_known = 0;
         for (int k = 0; k < n; k++) {
                 char uuid[VIR_UUID_STRING_BUFLEN];
                 struct instance inst = {0};
@@ -714,6 +753,8 @@ static void check_schedules(void *ud) {
                 int64_t now = time(NULL), next = 0;
                 json_object *args = json_object_new_object();
                 if (virDomainGetUUIDString(doms[k], uuid) == 0) {
+                        if (known)
+                                memcpy(known[n_known++], uuid, sizeof(uuid));
                         json_object_object_add(args, "instance", json_object_new_string(uuid));
                         if (instance_open(p, args, "schedule", &inst, NULL) == 0 &&
                             schedule_read(&inst, &st, NULL) == 0 &&
@@ -726,6 +767,11 @@ static void check_schedules(void *ud) {
                 instance_close(&inst);
                 virDomainFree(doms[k]);
         }
+        /* Only with a complete list of domains: a failed listing must not
+         * look like every instance is gone. */
+        if (n >= 0 && (n == 0 || known) && n_known == (size_t)n)
+                sweep_orphans(p, known, n_known);
+        free(known);
         free(doms);
         virResetLastError();
         virConnectClose(conn);

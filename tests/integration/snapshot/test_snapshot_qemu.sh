@@ -398,7 +398,18 @@ log "schedules: ok"
 # ---- clean up through the agent ----
 
 call snapshot_delete "{\"instance\": \"$other\", \"name\": \"o1\"}" >/dev/null || fail "delete o1"
+had_records=0
+[ -d "$sdir" ] && had_records=1
 call destroy "{\"instance\": \"$vm\"}" >/dev/null || fail "destroy $vm"
+# The periodic check removes the records of an instance that is gone.
+if [ $had_records = 1 ]; then
+        for _ in $(seq 1 40); do
+                [ -d "$sdir" ] || break
+                sleep 0.5
+        done
+        [ ! -d "$sdir" ] || fail "the destroyed instance's snapshot records stay: $(ls "$sdir")"
+        log "records of the destroyed instance removed"
+fi
 call destroy "{\"instance\": \"$other\"}" >/dev/null || fail "destroy $other"
 kill -TERM "$agent_pid"
 set +e
