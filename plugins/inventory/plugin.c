@@ -494,7 +494,8 @@ static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
 static int open_store(struct inv_plugin *p, struct nst_error *err) {
         const struct nst_config *cfg = nst_host_config(p->host);
         p->state_path = nst_config_get_string(cfg, "DEFAULT", "state_path");
-        int r = nst_mkdir_p(p->state_path, 0750);
+        /* 0711: QEMU (another user) must reach the instances' disks under it. */
+        int r = nst_mkdir_p(p->state_path, 0711);
         if (r < 0)
                 return nst_error_set(err, r, "StateFileError",
                                      "inventory: cannot create state_path %s: %s", p->state_path,
