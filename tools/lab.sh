@@ -158,8 +158,16 @@ q() { # q SITE METHOD JSON: quiet JSON call
 }
 jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 for site in site-a site-b; do
+        # A call sent before the agent's queues exist is lost: wait for them.
+        for _ in $(seq 1 300); do
+                grep -q "serving compute" "$lab/agent-$site.log" && break
+                kill -0 "$(cat "$lab/agent-$site.pid")" 2>/dev/null ||
+                        die "the $site agent exited: $(tail -3 "$lab/agent-$site.log")"
+                sleep 0.1
+        done
         for _ in $(seq 1 100); do
-                q "$site" ping '{}' >/dev/null 2>&1 && break
+                "$build/nestorctl" --config-file "$lab/$site.conf" --host "lab-$site" --timeout 2 \
+                        call ping >/dev/null 2>&1 && break
                 kill -0 "$(cat "$lab/agent-$site.pid")" 2>/dev/null ||
                         die "the $site agent exited: $(tail -3 "$lab/agent-$site.log")"
                 sleep 0.2

@@ -106,6 +106,7 @@ struct rs_nbd {
         pid_t pid;                  /* 0: none */
         struct nbd_handle *h;
         uint64_t max_request;
+        int aio_errno;              /* first failure of an asynchronous write, 0: none */
         char sock[SOCK_PATH_MAX];
         char log[PATH_MAX];
 };
@@ -1524,6 +1525,44 @@ static int check_range(const struct nst_rs_replica *r, unsigned disk, uint64_t o
         return 0;
 }
 
+/* Writes are asynchronous (up to WRITE_DEPTH in flight per disk, each with
+ * its own copy of the bytes): a cycle of many small extents would otherwise
+ * wait one qemu-nbd round trip per extent. Failures are reported by the next
+ * write, zero, mark or commit, which all wait for the writes in flight
+ * first; nothing is acknowledged to the source before that. */
+#define WRITE_DEPTH 64
+
+/* One asynchronous write: its bytes live here until the command retires
+ * (libnbd then calls free() on it). */
+struct pending_write {
+        struct rs_nbd *n;
+        char data[];
+};
+
+static int write_done(void *user_data, int *error) {
+        struct rs_nbd *n = ((struct pending_write *)user_data)->n;
+        if (*error && !n->aio_errno)
+                n->aio_errno = *error;
+        return 1; /* retire the command */
+}
+
+static int aio_failed(struct rs_nbd *n, const char *what, struct nst_error *err) {
+        int e = n->aio_errno;
+        if (e == ENOSPC || e == EDQUOT)
+                return nst_error_set(err, -ENOSPC, "InsufficientStorage", "%s on %s: %s", what,
+                                     n->sock, strerror(e));
+        return nst_error_set(err, -e, "StorageError", "%s on %s: %s", what, n->sock,
+                             strerror(e));
+}
+
+/* Waits until at most `depth` writes are in flight. */
+static int drain_to(struct rs_nbd *n, int64_t depth, struct nst_error *err) {
+        while (n->h && nbd_aio_in_flight(n->h) > depth)
+                if (nbd_poll(n->h, -1) < 0)
+                        return nbd_failed("write", n->sock, err);
+        return n->aio_errno ? aio_failed(n, "write", err) : 0;
+}
+
 int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
                  uint32_t length, struct nst_error *err) {
         int e = check_range(r, disk, offset, length, "write", err);
@@ -1533,7 +1572,17 @@ int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const
         const char *p = buf;
         while (length) {
                 uint32_t chunk = length < n->max_request ? length : (uint32_t)n->max_request;
-                if (nbd_pwrite(n->h, p, chunk, offset, 0) < 0)
+                if ((e = drain_to(n, WRITE_DEPTH - 1, err)) < 0)
+                        return e;
+                struct pending_write *w = malloc(sizeof(*w) + chunk);
+                if (!w)
+                        return oom(err);
+                w->n = n;
+                memcpy(w->data, p, chunk);
+                nbd_completion_callback done = {
+                        .callback = write_done, .user_data = w, .free = free};
+                /* On failure libnbd has already called done.free. */
+                if (nbd_aio_pwrite(n->h, w->data, chunk, offset, done, 0) < 0)
                         return nbd_failed("write", n->sock, err);
                 p += chunk;
                 offset += chunk;
@@ -1548,6 +1597,9 @@ int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64
         if (e < 0)
                 return e;
         struct rs_nbd *n = &r->nbd[disk];
+        /* NBD does not order commands in flight: writes first. */
+        if ((e = drain_to(n, 0, err)) < 0)
+                return e;
         while (length) {
                 uint64_t chunk = length < n->max_request ? length : n->max_request;
                 /* No LIBNBD_CMD_FLAG_NO_HOLE: qemu may unmap, which keeps the replica thin. */
@@ -1560,6 +1612,11 @@ int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64
 }
 
 static int flush_all(struct nst_rs_replica *r, struct nst_error *err) {
+        for (size_t i = 0; i < r->n_disks; i++) {
+                int e = drain_to(&r->nbd[i], 0, err);
+                if (e < 0)
+                        return e;
+        }
         for (size_t i = 0; i < r->n_disks; i++)
                 if (nbd_flush(r->nbd[i].h, 0) < 0)
                         return nbd_failed("flush", r->nbd[i].sock, err);

@@ -309,6 +309,7 @@ struct cycle {
         uint64_t zeroed;      /* bytes shipped as zero ranges (no payload) */
         uint64_t wire;        /* channel bytes of closed connections */
         uint64_t target_points;
+        int64_t t_hello, t_shipped; /* monotonic ms, for the log */
         uint8_t *cbuf, *rbuf, *hbuf;
         size_t cbuf_cap, rbuf_cap;
 };
@@ -608,8 +609,10 @@ static int transfer(struct cycle *c, uint64_t *ret_point, struct nst_error *err)
         for (int attempt = 0;; attempt++) {
                 nst_error_clear(err);
                 int r = hello(c, err);
+                c->t_hello = repl_mono_ms();
                 if (r >= 0)
                         r = ship(c, err);
+                c->t_shipped = repl_mono_ms();
                 if (r >= 0)
                         r = commit(c, ret_point, err);
                 close_channel(c);
@@ -772,16 +775,22 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
         int64_t t0 = repl_mono_ms();
         struct nst_error err = NST_ERROR_INIT;
         uint64_t point_id = 0;
+        /* Where a cycle's time goes, for the log. */
+        int64_t t_prepared = 0, t_begun = 0, t_transferred = 0, t_ended = 0;
         int rc = prepare(&c, &err);
+        t_prepared = repl_mono_ms();
         if (rc >= 0) {
                 json_object_object_add(start_data, "kind", json_object_new_string(c.kind));
                 repl_notify(s->p, "replication.sync.start", start_data, NULL);
                 start_data = NULL;
                 rc = begin_job(&c, &err);
         }
+        t_begun = repl_mono_ms();
         if (rc >= 0)
                 rc = transfer(&c, &point_id, &err);
+        t_transferred = repl_mono_ms();
         cycle_cleanup(&c, rc >= 0);
+        t_ended = repl_mono_ms();
         json_object_put(start_data);
         int64_t duration = repl_mono_ms() - t0;
 
@@ -832,9 +841,14 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
                                        json_object_new_string(c.quiesced ? "filesystem"
                                                                          : "crash"));
                 log_info("replication %s (%s): %s cycle committed point %llu, %llu bytes in "
-                         "%lld ms",
+                         "%lld ms (prepare %lld, backup begin %lld, connect %lld, ship %lld, "
+                         "commit %lld, end %lld)",
                          c.cfg.id, c.cfg.name, c.kind, (unsigned long long)point_id,
-                         (unsigned long long)c.shipped, (long long)duration);
+                         (unsigned long long)c.shipped, (long long)duration,
+                         (long long)(t_prepared - t0), (long long)(t_begun - t_prepared),
+                         (long long)(c.t_hello - t_begun), (long long)(c.t_shipped - c.t_hello),
+                         (long long)(t_transferred - c.t_shipped),
+                         (long long)(t_ended - t_transferred));
                 repl_notify(s->p, "replication.sync.end", d, NULL);
         } else {
                 log_error("replication %s (%s): cycle failed: %s: %s", c.cfg.id, c.cfg.name,

@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
         char cp[64];
-        snprintf(cp, sizeof(cp), "bench-read-%d", (int)getpid());
+        snprintf(cp, sizeof(cp), NST_SRC_CHECKPOINT_PREFIX "bench-%d", (int)getpid());
         const char *disks[] = {argv[3]};
         bool full = strcmp(argv[5], "--full") == 0;
         struct nst_src_job_opts o = {

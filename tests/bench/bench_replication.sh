@@ -32,6 +32,8 @@ cleanup() {
                 virsh -c "$uri" undefine --checkpoints-metadata --nvram "$d" >/dev/null 2>&1
         done
         pkill -f "qemu-nbd.*$work" 2>/dev/null
+        cp "$work/a.log" /tmp/bench_replication-a.log 2>/dev/null
+        cp "$work/b.log" /tmp/bench_replication-b.log 2>/dev/null
         rm -rf "$work"
 }
 trap cleanup EXIT
@@ -49,7 +51,6 @@ control_exchange = $exchange
 plugin_dir = $build/plugins
 enabled_plugins = libvirt, replication
 state_path = $work/$site
-log_level = warning
 [libvirt]
 uri = $uri
 [replication]
@@ -74,6 +75,9 @@ ctl() { # ctl SITE METHOD JSON
         return 1
 }
 jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+for site in a b; do
+        for _ in $(seq 1 300); do grep -q "serving compute" "$work/$site.log" && break; sleep 0.1; done
+done
 ctl a list_instances '{}' >/dev/null && ctl b list_instances '{}' >/dev/null || fail "agents do not answer"
 
 vm=$prefix-vm
@@ -82,8 +86,9 @@ alias=$(virsh -c "$uri" dumpxml "$vm" | /usr/bin/python3 -c '
 import sys, xml.etree.ElementTree as ET
 print([d.find("alias").get("name") for d in ET.parse(sys.stdin).getroot().iter("disk")][0])')
 qio() { virsh -c "$uri" qemu-monitor-command "$vm" --hmp "qemu-io -d /machine/peripheral/$alias/virtio-backend \"$1\"" >/dev/null; }
-log "filling the 1 GiB disk"
-for i in $(seq 0 15); do qio "write -P $((i + 1)) $((i * 64))M 64M"; done
+fill_mb=${BENCH_FILL_MB:-1024} # how much of the disk holds data for the full sync
+log "filling $fill_mb MiB of the 1 GiB disk"
+for i in $(seq 0 $((fill_mb / 64 - 1))); do qio "write -P $((i + 1)) $((i * 64))M 64M"; done
 
 status() { ctl a replication_status "{\"replication\": \"$uuid\"}"; }
 wait_cycles() {

@@ -179,8 +179,18 @@ start_agent() { # start_agent a|b: sets pid_a / pid_b
         "${agent_env[@]}" "$build/nestor-agent" --config-file "$conf" 2>>"$logf" &
         pid=$!
         if [ "$1" = a ]; then pid_a=$pid; else pid_b=$pid; fi
-        for _ in $(seq 1 150); do
-                ctl_conf "$conf" "$h" --json call replication_list >/dev/null 2>&1 && return 0
+        # A call sent before the agent's queues exist is lost: wait for them,
+        # then probe with short timeouts.
+        local before
+        before=$(grep -c "serving compute" "$logf" 2>/dev/null || true)
+        for _ in $(seq 1 300); do
+                [ "$(grep -c "serving compute" "$logf" 2>/dev/null || true)" -gt "$before" ] && break
+                kill -0 "$pid" 2>/dev/null || fail "agent $1 exited: $(tail -5 "$logf")"
+                sleep 0.1
+        done
+        for _ in $(seq 1 60); do
+                "$build/nestorctl" --config-file "$conf" --host "$h" --timeout 3 call replication_list \
+                        >/dev/null 2>&1 && return 0
                 kill -0 "$pid" 2>/dev/null || fail "agent $1 exited: $(tail -5 "$logf")"
                 sleep 0.2
         done
