@@ -54,6 +54,7 @@
 #include <libnbd.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -106,7 +107,6 @@ struct rs_nbd {
         pid_t pid;                  /* 0: none */
         struct nbd_handle *h;
         uint64_t max_request;
-        int aio_errno;              /* first failure of an asynchronous write, 0: none */
         char sock[SOCK_PATH_MAX];
         char log[PATH_MAX];
 };
@@ -129,10 +129,23 @@ struct nst_rs_replica {
         /* the open cycle (cycle != NULL) */
         char *cycle;
         struct rs_nbd nbd[NST_RS_MAX_DISKS];
+        /* The cycle's writer thread and its queue (nst_rs_write). */
+        pthread_t writer;
+        bool writer_running;
+        pthread_mutex_t wlock;
+        pthread_cond_t wcond;
+        struct write_job *whead, *wtail;
+        uint64_t wqueued;
+        bool wbusy, wstop;
+        int werrno;
+        unsigned wdisk;
         bool has_mark;
         uint16_t mark_disk;
         uint64_t mark_offset;
 };
+
+static int writer_start(struct nst_rs_replica *r, struct nst_error *err);
+static void writer_stop(struct nst_rs_replica *r);
 
 /* What partial.json says. */
 struct rs_partial {
@@ -1013,6 +1026,7 @@ static int discard_partial(const struct nst_rs_replica *r, struct nst_error *err
 static void replica_free(struct nst_rs_replica *r) {
         if (!r)
                 return;
+        writer_stop(r);
         for (size_t i = 0; i < NST_RS_MAX_DISKS; i++) {
                 nbd_stop(&r->nbd[i]);
                 free(r->disks[i].seed);
@@ -1271,6 +1285,7 @@ int nst_rs_open(const char *dir, struct nst_rs_replica **ret, struct nst_error *
 void nst_rs_cycle_abort(struct nst_rs_replica *r, bool keep_partial) {
         if (!r || !r->cycle)
                 return;
+        writer_stop(r);
         for (size_t i = 0; i < r->n_disks; i++)
                 nbd_stop(&r->nbd[i]);
         if (keep_partial)
@@ -1498,7 +1513,7 @@ int nst_rs_cycle_begin(struct nst_rs_replica *r, const char *cycle_id,
         r->has_mark = resume && (res.disk || res.offset);
         r->mark_disk = res.disk;
         r->mark_offset = res.offset;
-        if ((e = start_cycle_nbd(r, err)) < 0) {
+        if ((e = start_cycle_nbd(r, err)) < 0 || (e = writer_start(r, err)) < 0) {
                 nst_rs_cycle_abort(r, true);
                 return e;
         }
@@ -1525,42 +1540,120 @@ static int check_range(const struct nst_rs_replica *r, unsigned disk, uint64_t o
         return 0;
 }
 
-/* Writes are asynchronous (up to WRITE_DEPTH in flight per disk, each with
- * its own copy of the bytes): a cycle of many small extents would otherwise
- * wait one qemu-nbd round trip per extent. Failures are reported by the next
- * write, zero, mark or commit, which all wait for the writes in flight
- * first; nothing is acknowledged to the source before that. */
-#define WRITE_DEPTH 64
+/* Writes go through a writer thread per cycle, so receiving the next
+ * extents from the network and writing the previous ones into qemu-nbd
+ * overlap (synchronous writes left each side waiting for the other). At most
+ * WRITE_QUEUE_MAX bytes wait; zero, mark and commit wait until the queue is
+ * empty, and report the first write that failed: nothing is acknowledged
+ * to the source before its writes are done. */
+#define WRITE_QUEUE_MAX (UINT64_C(256) << 20)
 
-/* One asynchronous write: its bytes live here until the command retires
- * (libnbd then calls free() on it). */
-struct pending_write {
-        struct rs_nbd *n;
+struct write_job {
+        struct write_job *next;
+        unsigned disk;
+        uint64_t offset;
+        uint32_t length;
         char data[];
 };
 
-static int write_done(void *user_data, int *error) {
-        struct rs_nbd *n = ((struct pending_write *)user_data)->n;
-        if (*error && !n->aio_errno)
-                n->aio_errno = *error;
-        return 1; /* retire the command */
-}
-
-static int aio_failed(struct rs_nbd *n, const char *what, struct nst_error *err) {
-        int e = n->aio_errno;
+static int write_error(struct nst_rs_replica *r, unsigned disk, int e, struct nst_error *err) {
+        const char *sock = r->nbd[disk].sock;
         if (e == ENOSPC || e == EDQUOT)
-                return nst_error_set(err, -ENOSPC, "InsufficientStorage", "%s on %s: %s", what,
-                                     n->sock, strerror(e));
-        return nst_error_set(err, -e, "StorageError", "%s on %s: %s", what, n->sock,
-                             strerror(e));
+                return nst_error_set(err, -ENOSPC, "InsufficientStorage", "write on %s: %s",
+                                     sock, strerror(e));
+        return nst_error_set(err, -e, "StorageError", "write on %s: %s", sock, strerror(e));
 }
 
-/* Waits until at most `depth` writes are in flight. */
-static int drain_to(struct rs_nbd *n, int64_t depth, struct nst_error *err) {
-        while (n->h && nbd_aio_in_flight(n->h) > depth)
-                if (nbd_poll(n->h, -1) < 0)
-                        return nbd_failed("write", n->sock, err);
-        return n->aio_errno ? aio_failed(n, "write", err) : 0;
+static int write_job_run(struct nst_rs_replica *r, const struct write_job *j) {
+        struct rs_nbd *n = &r->nbd[j->disk];
+        const char *p = j->data;
+        uint64_t offset = j->offset;
+        uint32_t left = j->length;
+        while (left) {
+                uint32_t chunk = left < n->max_request ? left : (uint32_t)n->max_request;
+                if (nbd_pwrite(n->h, p, chunk, offset, 0) < 0)
+                        return nbd_get_errno() > 0 ? nbd_get_errno() : EIO;
+                p += chunk;
+                offset += chunk;
+                left -= chunk;
+        }
+        return 0;
+}
+
+static void *writer_main(void *arg) {
+        struct nst_rs_replica *r = arg;
+        pthread_mutex_lock(&r->wlock);
+        for (;;) {
+                while (!r->whead && !r->wstop)
+                        pthread_cond_wait(&r->wcond, &r->wlock);
+                struct write_job *j = r->whead;
+                if (!j)
+                        break; /* stopped, and everything queued is written */
+                r->whead = j->next;
+                if (!r->whead)
+                        r->wtail = NULL;
+                r->wbusy = true;
+                int failed = r->werrno;
+                pthread_mutex_unlock(&r->wlock);
+                /* After a failure the rest is dropped: the cycle fails anyway. */
+                int e = failed ? 0 : write_job_run(r, j);
+                pthread_mutex_lock(&r->wlock);
+                if (e && !r->werrno) {
+                        r->werrno = e;
+                        r->wdisk = j->disk;
+                }
+                r->wqueued -= j->length;
+                r->wbusy = false;
+                free(j);
+                pthread_cond_broadcast(&r->wcond);
+        }
+        pthread_mutex_unlock(&r->wlock);
+        return NULL;
+}
+
+static int writer_start(struct nst_rs_replica *r, struct nst_error *err) {
+        pthread_mutex_init(&r->wlock, NULL);
+        pthread_cond_init(&r->wcond, NULL);
+        r->whead = r->wtail = NULL;
+        r->wqueued = 0;
+        r->wbusy = r->wstop = false;
+        r->werrno = 0;
+        int e = pthread_create(&r->writer, NULL, writer_main, r);
+        if (e) {
+                pthread_cond_destroy(&r->wcond);
+                pthread_mutex_destroy(&r->wlock);
+                return nst_error_set(err, -e, "StorageError",
+                                     "cannot start the writer thread: %s", strerror(e));
+        }
+        r->writer_running = true;
+        return 0;
+}
+
+/* Waits until every queued write is done; the first that failed. */
+static int writer_drain(struct nst_rs_replica *r, struct nst_error *err) {
+        if (!r->writer_running)
+                return 0;
+        pthread_mutex_lock(&r->wlock);
+        while (r->whead || r->wbusy)
+                pthread_cond_wait(&r->wcond, &r->wlock);
+        int e = r->werrno;
+        unsigned disk = r->wdisk;
+        pthread_mutex_unlock(&r->wlock);
+        return e ? write_error(r, disk, e, err) : 0;
+}
+
+/* Writes what is queued, then ends the thread. */
+static void writer_stop(struct nst_rs_replica *r) {
+        if (!r->writer_running)
+                return;
+        pthread_mutex_lock(&r->wlock);
+        r->wstop = true;
+        pthread_cond_broadcast(&r->wcond);
+        pthread_mutex_unlock(&r->wlock);
+        pthread_join(r->writer, NULL);
+        pthread_cond_destroy(&r->wcond);
+        pthread_mutex_destroy(&r->wlock);
+        r->writer_running = false;
 }
 
 int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
@@ -1568,25 +1661,31 @@ int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const
         int e = check_range(r, disk, offset, length, "write", err);
         if (e < 0)
                 return e;
-        struct rs_nbd *n = &r->nbd[disk];
-        const char *p = buf;
-        while (length) {
-                uint32_t chunk = length < n->max_request ? length : (uint32_t)n->max_request;
-                if ((e = drain_to(n, WRITE_DEPTH - 1, err)) < 0)
-                        return e;
-                struct pending_write *w = malloc(sizeof(*w) + chunk);
-                if (!w)
-                        return oom(err);
-                w->n = n;
-                memcpy(w->data, p, chunk);
-                nbd_completion_callback done = {
-                        .callback = write_done, .user_data = w, .free = free};
-                /* On failure libnbd has already called done.free. */
-                if (nbd_aio_pwrite(n->h, w->data, chunk, offset, done, 0) < 0)
-                        return nbd_failed("write", n->sock, err);
-                p += chunk;
-                offset += chunk;
-                length -= chunk;
+        if (length == 0)
+                return 0;
+        struct write_job *j = malloc(sizeof(*j) + length);
+        if (!j)
+                return oom(err);
+        *j = (struct write_job){.disk = disk, .offset = offset, .length = length};
+        memcpy(j->data, buf, length);
+        pthread_mutex_lock(&r->wlock);
+        while (r->wqueued + length > WRITE_QUEUE_MAX && (r->whead || r->wbusy))
+                pthread_cond_wait(&r->wcond, &r->wlock);
+        e = r->werrno;
+        unsigned failed_disk = r->wdisk;
+        if (!e) {
+                if (r->wtail)
+                        r->wtail->next = j;
+                else
+                        r->whead = j;
+                r->wtail = j;
+                r->wqueued += length;
+                pthread_cond_broadcast(&r->wcond);
+        }
+        pthread_mutex_unlock(&r->wlock);
+        if (e) {
+                free(j);
+                return write_error(r, failed_disk, e, err);
         }
         return 0;
 }
@@ -1597,8 +1696,8 @@ int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64
         if (e < 0)
                 return e;
         struct rs_nbd *n = &r->nbd[disk];
-        /* NBD does not order commands in flight: writes first. */
-        if ((e = drain_to(n, 0, err)) < 0)
+        /* Queued writes first: a zero must not overtake them. */
+        if ((e = writer_drain(r, err)) < 0)
                 return e;
         while (length) {
                 uint64_t chunk = length < n->max_request ? length : n->max_request;
@@ -1612,11 +1711,9 @@ int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64
 }
 
 static int flush_all(struct nst_rs_replica *r, struct nst_error *err) {
-        for (size_t i = 0; i < r->n_disks; i++) {
-                int e = drain_to(&r->nbd[i], 0, err);
-                if (e < 0)
-                        return e;
-        }
+        int e = writer_drain(r, err);
+        if (e < 0)
+                return e;
         for (size_t i = 0; i < r->n_disks; i++)
                 if (nbd_flush(r->nbd[i].h, 0) < 0)
                         return nbd_failed("flush", r->nbd[i].sock, err);
