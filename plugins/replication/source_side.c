@@ -1108,7 +1108,9 @@ static json_object *status_locked(const struct repl_source *s, const struct src_
         json_object_object_add(o, "quiesce", json_object_new_string(quiesce_names[r->quiesce]));
         json_object_object_add(o, "points_in_time", json_object_new_int((int)r->points_in_time));
         json_object_object_add(o, "compress", json_object_new_boolean(r->compress));
-        json_object_object_add(o, "bandwidth_limit", json_object_new_int64((int64_t)r->bandwidth));
+        /* Mbit/s, as replication_enable takes it (bytes/s inside). */
+        json_object_object_add(o, "bandwidth_limit",
+                               json_object_new_int64((int64_t)(r->bandwidth * 8 / 1000000)));
         json_object *last = NULL;
         if (r->cycles_total) {
                 last = json_object_new_object();
@@ -1617,6 +1619,83 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
         return 0;
 }
 
+/* Changes the options of a running replication; the next cycle uses them. */
+static int m_update(struct nst_call *call, json_object *args, void *ud, json_object **ret,
+                    struct nst_error *err) {
+        struct repl_source *s = ud;
+        static const char *const allowed[] = {"replication", "rpo", "quiesce", "points_in_time",
+                                              "compress", "bandwidth_limit", NULL};
+        const char *m = "replication_update";
+        const char *id = NULL, *quiesce = NULL;
+        int64_t rpo = -1, points = -1, mbps = -1;
+        bool compress = false;
+        json_object *jc = json_object_object_get(args, "compress");
+        int rc = nst_json_check_keys(args, m, allowed, err);
+        if (rc < 0 || (rc = replication_arg(args, m, &id, err)) < 0 ||
+            (rc = nst_json_opt_int64(args, "rpo", m, &rpo, err)) < 0 ||
+            (rc = nst_json_opt_int64(args, "points_in_time", m, &points, err)) < 0 ||
+            (rc = nst_json_opt_int64(args, "bandwidth_limit", m, &mbps, err)) < 0 ||
+            (rc = nst_json_opt_string(args, "quiesce", m, &quiesce, err)) < 0 ||
+            (rc = nst_json_opt_bool(args, "compress", m, &compress, err)) < 0)
+                return rc;
+        if (rpo != -1 && (rpo < REPL_RPO_MIN_S || rpo > REPL_RPO_MAX_S))
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: rpo must be between %d s (1 minute) and %d s (24 "
+                                     "hours), got %lld",
+                                     m, REPL_RPO_MIN_S, REPL_RPO_MAX_S, (long long)rpo);
+        if (points != -1 && (points < 1 || points > REPL_POINTS_MAX))
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: points_in_time must be between 1 and %d, got %lld", m,
+                                     REPL_POINTS_MAX, (long long)points);
+        if (mbps != -1 && (mbps < 0 || mbps > 1000000))
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: bandwidth_limit is in Mbit/s, 0 (unlimited) to "
+                                     "1000000, got %lld",
+                                     m, (long long)mbps);
+        int q = -1;
+        for (size_t i = 0; quiesce && i < NST_ARRAY_SIZE(quiesce_names); i++)
+                if (strcmp(quiesce, quiesce_names[i]) == 0)
+                        q = (int)i;
+        if (quiesce && q < 0)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: quiesce must be required, preferred or off, got "
+                                     "'%.32s'",
+                                     m, quiesce);
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = find_locked(s, id);
+        if (!r) {
+                pthread_mutex_unlock(&s->lock);
+                return nst_error_set(err, -ENOENT, "ReplicationNotFound",
+                                     "%s: this host is not the source of replication %s", m, id);
+        }
+        int64_t new_rpo = rpo != -1 ? rpo : r->rpo_s;
+        int new_q = q >= 0 ? q : (int)r->quiesce;
+        if (new_q != NST_SRC_QUIESCE_OFF && new_rpo < 900) {
+                pthread_mutex_unlock(&s->lock);
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: quiescing needs an RPO of at least 15 minutes (900 s)",
+                                     m);
+        }
+        struct src_repl before = *r;
+        r->rpo_s = new_rpo;
+        r->quiesce = (enum nst_src_quiesce)new_q;
+        if (points != -1)
+                r->points_in_time = (unsigned)points;
+        if (jc)
+                r->compress = compress;
+        if (mbps != -1)
+                r->bandwidth = (uint64_t)mbps * 1000000 / 8;
+        if ((rc = record_save_locked(s, r, err)) < 0) {
+                *r = before;
+        } else {
+                nst_sched_set_rpo(s->sched, r->sched_id, r->rpo_s * 1000, repl_now_ms());
+                pthread_cond_broadcast(&s->wake);
+                *ret = status_locked(s, r);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+}
+
 /* Asked by the target before a failover: does the primary run here? */
 static int m_primary_state(struct nst_call *call, json_object *args, void *ud,
                            json_object **ret, struct nst_error *err) {
@@ -1661,6 +1740,7 @@ const struct nst_method repl_source_methods[] = {
         {"replication_pause", "1.0", m_pause, NULL},
         {"replication_resume", "1.0", m_resume, NULL},
         {"replication_sync_now", "1.0", m_sync_now, NULL},
+        {"replication_update", "1.0", m_update, NULL},
         {"replication_primary_state", "1.0", m_primary_state, NULL},
 };
 const size_t repl_source_n_methods = NST_ARRAY_SIZE(repl_source_methods);

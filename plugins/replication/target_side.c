@@ -200,7 +200,11 @@ static int session_hello(struct session *s, json_object **ret_hello, struct nst_
                 return nst_error_set(err, -EPROTO, "ProtocolError",
                                      "unsupported stream version (this agent speaks %d)",
                                      NST_RW_VERSION);
-        if (!id || strcmp(id, nst_rc_conn_identity(s->ch)) != 0)
+        /* Pre-shared keys: the key's identity is the replication. Certificates:
+         * the peer's certificate names its node (CN = its `host` option),
+         * which must be the replication's source (checked once claimed). */
+        bool certificates = s->t->p->o.tls.cert_file != NULL;
+        if (!id || (!certificates && strcmp(id, nst_rc_conn_identity(s->ch)) != 0))
                 return nst_error_set(err, -EACCES, "AuthenticationFailed",
                                      "peer %s authenticated for %s but sent a cycle of %s",
                                      nst_rc_conn_peer(s->ch), nst_rc_conn_identity(s->ch),
@@ -211,6 +215,12 @@ static int session_hello(struct session *s, json_object **ret_hello, struct nst_
         if ((rc = claim(s->t, id, "data channel", &r, err)) < 0)
                 return rc;
         s->r = r;
+        if (certificates && strcmp(meta_str(r, "source_host"), nst_rc_conn_identity(s->ch)) != 0)
+                return nst_error_set(err, -EACCES, "AuthenticationFailed",
+                                     "peer %s presented a certificate for %s, but replication %s "
+                                     "comes from %s",
+                                     nst_rc_conn_peer(s->ch), nst_rc_conn_identity(s->ch), id,
+                                     meta_str(r, "source_host"));
         if (json_object_object_get(nst_rs_meta(r->rs), "failover"))
                 return nst_error_set(err, -EPERM, "ReplicationFailedOver",
                                      "replication %s was failed over on %s: no more cycles are "

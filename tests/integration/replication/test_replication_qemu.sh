@@ -340,6 +340,16 @@ grep -q "^$uuid  target  $vm .* $host_a .* 3 point(s)" <<<"$out" || fail "target
 same_as_source "$uuid"
 log "nestorctl replication sync/status: ok"
 
+# Options change on a running replication.
+call_a replication_update "{\"replication\": \"$uuid\", \"rpo\": 300, \"compress\": true}" >"$work/u.json" ||
+        fail "replication_update"
+[ "$(jget '[d["rpo"], d["compress"]]' <"$work/u.json")" = "[300, true]" ] || fail "update: $(cat "$work/u.json")"
+expect_error a InvalidInput "rpo must be between" replication_update "{\"replication\": \"$uuid\", \"rpo\": 10}"
+expect_error a InvalidInput "quiescing needs an RPO" replication_update "{\"replication\": \"$uuid\", \"quiesce\": \"required\"}"
+expect_error a ReplicationNotFound "not the source" replication_update '{"replication": "00000000-0000-4000-8000-000000000001", "rpo": 600}'
+[ "$(status_a "$uuid" | jget 'd["rpo"]')" = 300 ] || fail "a refused update changed the rpo"
+log "replication_update: ok"
+
 # ---- 4. kill -9 mid-cycle ----
 wait_progress() { # wait_progress UUID BYTES: until the running cycle shipped BYTES
         local s
