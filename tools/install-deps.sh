@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
         build-essential cmake pkg-config clang libclang-rt-14-dev valgrind
         librabbitmq-dev libjson-c-dev uuid-dev libcmocka-dev libvirt-dev libxml2-dev
-        libssl-dev openssl libpci-dev pciutils
+        libssl-dev openssl libpci-dev pciutils libnbd-dev libzstd-dev libxxhash-dev
         rabbitmq-server amqp-tools python3-oslo.messaging
         libvirt-daemon-system qemu-system-x86 qemu-utils
 )
