@@ -465,7 +465,10 @@ static int connect_disk(struct src_disk *d, const char *socket, struct nst_error
         d->nbd = nbd_create();
         if (!d->nbd)
                 return nbd_failure(err, d->name, "export setup");
-        if (nbd_set_export_name(d->nbd, d->export_name) < 0 ||
+        /* Every read fills its whole buffer or fails, so libnbd need not
+         * zero it first (a measurable share of a full copy's CPU here). */
+        if (nbd_set_pread_initialize(d->nbd, false) < 0 ||
+            nbd_set_export_name(d->nbd, d->export_name) < 0 ||
             (d->dirty_context && nbd_add_meta_context(d->nbd, d->dirty_context) < 0) ||
             nbd_add_meta_context(d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0)
                 return nbd_failure(err, d->name, "export setup");

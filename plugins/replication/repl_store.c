@@ -102,10 +102,14 @@ struct rs_boot {
         uint64_t point;
 };
 
-/* One qemu-nbd we spawned and our connection to it. */
+/* Where a disk's writes go: one qemu-nbd we spawned and our connection to
+ * it, or (direct) a raw partial file we write ourselves. */
 struct rs_nbd {
         pid_t pid;                  /* 0: none */
         struct nbd_handle *h;
+        bool direct;                /* a raw partial we write: no qemu-nbd */
+        int fd;                     /* O_DIRECT where the file system allows */
+        int fd_buffered;            /* for what is not block aligned */
         uint64_t max_request;
         char sock[SOCK_PATH_MAX];
         char log[PATH_MAX];
@@ -135,9 +139,12 @@ struct nst_rs_replica {
         pthread_mutex_t wlock;
         pthread_cond_t wcond;
         struct write_job *whead, *wtail;
+        struct write_job *wfree;    /* finished jobs kept for their buffers */
+        uint64_t wfree_bytes;
         uint64_t wqueued;
         bool wbusy, wstop;
         int werrno;
+        int wfailed;                /* the writer thread's own record of it */
         unsigned wdisk;
         bool has_mark;
         uint16_t mark_disk;
@@ -185,8 +192,22 @@ static char *path_in(const char *dir, const char *name) {
         return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
 }
 
+/* The first point of a disk without a seed has nothing below it: it is a
+ * sparse raw file the target writes itself (a full copy into qcow2 through
+ * qemu-nbd was several times slower than reading the source). Every later
+ * point is a qcow2 overlay. The file name says the format. */
+static bool partial_is_raw(const struct nst_rs_replica *r, size_t disk) {
+        return r->n_points == 0 && !r->disks[disk].seed;
+}
+
+static const char *image_format(const char *name) {
+        size_t n = strlen(name);
+        return n > 4 && strcmp(name + n - 4, ".raw") == 0 ? "raw" : "qcow2";
+}
+
 static void partial_name(char *buf, size_t size, const struct nst_rs_replica *r, size_t disk) {
-        snprintf(buf, size, "partial-%s.qcow2", r->disks[disk].name);
+        snprintf(buf, size, "partial-%s.%s", r->disks[disk].name,
+                 partial_is_raw(r, disk) ? "raw" : "qcow2");
 }
 
 /* ---- files ---- */
@@ -306,7 +327,7 @@ static bool disk_name_valid(const char *s) {
         return true;
 }
 
-/* "p<digits>-<disk>.qcow2": the only names a point file may have, which
+/* "p<digits>-<disk>.qcow2" or ".raw": the only names a point file may have, which
  * also keeps state.json from naming anything outside dir. *ret_id: digits. */
 static bool point_file_parse(const char *name, const char *disk, uint64_t *ret_id) {
         if (name[0] != 'p' || name[1] < '0' || name[1] > '9')
@@ -317,15 +338,20 @@ static bool point_file_parse(const char *name, const char *disk, uint64_t *ret_i
         if (errno || *end != '-')
                 return false;
         size_t dl = strlen(disk);
-        if (strncmp(end + 1, disk, dl) != 0 || strcmp(end + 1 + dl, ".qcow2") != 0)
+        if (strncmp(end + 1, disk, dl) != 0 ||
+            (strcmp(end + 1 + dl, ".qcow2") != 0 && strcmp(end + 1 + dl, ".raw") != 0))
                 return false;
         *ret_id = id;
         return true;
 }
 
-static char *point_file_name(uint64_t id, const char *disk) {
+/* The name the partial of disk gets when it becomes point id. */
+static char *point_file_name(const struct nst_rs_replica *r, uint64_t id, size_t disk) {
         char *p = NULL;
-        return asprintf(&p, "p%" PRIu64 "-%s.qcow2", id, disk) < 0 ? NULL : p;
+        return asprintf(&p, "p%" PRIu64 "-%s.%s", id, r->disks[disk].name,
+                        partial_is_raw(r, disk) ? "raw" : "qcow2") < 0
+                       ? NULL
+                       : p;
 }
 
 /* ---- qemu-img ---- */
@@ -368,16 +394,23 @@ static int image_info(const char *path, char *format, size_t format_size, uint64
         return 0;
 }
 
-/* A qcow2 overlay; backing NULL for a standalone image. */
+/* A qcow2 overlay on backing (of format backing_fmt). */
 static int create_overlay(const char *path, const char *backing, const char *backing_fmt,
                           uint64_t size, struct nst_error *err) {
         char size_s[32], out[TOOL_OUT_MAX];
         snprintf(size_s, sizeof(size_s), "%" PRIu64, size);
-        const char *with[] = {QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "compat=1.1",
+        const char *argv[] = {QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "compat=1.1",
                               "-b", backing, "-F", backing_fmt, path, size_s, NULL};
-        const char *without[] = {QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "compat=1.1",
-                                 path, size_s, NULL};
-        return qemu_img(backing ? with : without, IMG_TIMEOUT_MS, path, out, sizeof(out), err);
+        return qemu_img(argv, IMG_TIMEOUT_MS, path, out, sizeof(out), err);
+}
+
+/* An empty raw image: all holes, so it reads as zeroes and takes no space. */
+static int create_sparse(const char *path, uint64_t size, struct nst_error *err) {
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+                return nst_error_set(err, -errno, "StorageError", "%s: %s", path,
+                                     strerror(errno));
+        return 0;
 }
 
 /* ---- qemu-nbd ---- */
@@ -436,6 +469,14 @@ static bool wait_child(pid_t pid, int64_t timeout_ms, int *ret_status) {
 
 /* Ends the connection and the process, gently first. Keeps the image. */
 static void nbd_stop(struct rs_nbd *n) {
+        if (n->direct) {
+                /* No process and no socket: sock only names the file. */
+                close(n->fd);
+                if (n->fd_buffered != n->fd)
+                        close(n->fd_buffered);
+                *n = (struct rs_nbd){0};
+                return;
+        }
         bool had_client = n->h != NULL;
         if (n->h) {
                 (void)nbd_shutdown(n->h, 0);
@@ -1010,13 +1051,17 @@ static int load_partial(const struct nst_rs_replica *r, struct rs_partial *p,
         return e;
 }
 
-/* Removes partial.json first, then the overlays it described. */
+/* Removes partial.json first, then the files it described (either format:
+ * one a seed-less replica's first cycle left is raw). */
 static int discard_partial(const struct nst_rs_replica *r, struct nst_error *err) {
         unlink_in(r, PARTIAL_FILE);
         for (size_t i = 0; i < r->n_disks; i++) {
-                char name[64];
-                partial_name(name, sizeof(name), r, i);
-                unlink_in(r, name);
+                static const char *const ext[] = {"raw", "qcow2"};
+                for (size_t k = 0; k < 2; k++) {
+                        char name[64];
+                        snprintf(name, sizeof(name), "partial-%s.%s", r->disks[i].name, ext[k]);
+                        unlink_in(r, name);
+                }
         }
         return fsync_dir(r, err);
 }
@@ -1184,7 +1229,7 @@ int nst_rs_create(const char *dir, const char *replication, const struct nst_rs_
 static int roll_back_commit(struct nst_rs_replica *r, struct nst_error *err) {
         bool any = false;
         for (size_t d = 0; d < r->n_disks; d++) {
-                _cleanup_free_ char *name = point_file_name(latest_id(r) + 1, r->disks[d].name);
+                _cleanup_free_ char *name = point_file_name(r, latest_id(r) + 1, d);
                 char partial[64];
                 if (!name)
                         return oom(err);
@@ -1451,16 +1496,38 @@ static int create_partials(const struct nst_rs_replica *r, struct nst_error *err
                 const char *backing = NULL, *fmt = NULL;
                 if (r->n_points) {
                         backing = r->points[r->n_points - 1].files[i];
-                        fmt = "qcow2";
+                        fmt = image_format(backing);
                 } else if (r->disks[i].seed) {
                         backing = r->disks[i].seed;
                         fmt = r->seed_format[i];
                 }
-                int e = create_overlay(path, backing, fmt, r->disks[i].size, err);
+                int e = backing ? create_overlay(path, backing, fmt, r->disks[i].size, err)
+                                : create_sparse(path, r->disks[i].size, err);
                 if (e < 0 || (e = fsync_file(path, err)) < 0)
                         return e;
         }
         return fsync_dir(r, err);
+}
+
+/* O_DIRECT: a full copy does not go through (and evict) the compute node's
+ * page cache, and here it wrote several times faster than buffered writes
+ * into freshly allocated page cache. Writes that are not block aligned use
+ * a second, buffered descriptor (the kernel keeps the two coherent). */
+static int open_direct(struct nst_rs_replica *r, size_t disk, const char *name,
+                       struct nst_error *err) {
+        struct rs_nbd *n = &r->nbd[disk];
+        *n = (struct rs_nbd){.fd = openat(r->dir_fd, name, O_RDWR | O_CLOEXEC)};
+        if (n->fd < 0)
+                return nst_error_set(err, -errno, "StorageError", "%s/%s: %s", r->dir, name,
+                                     strerror(errno));
+        n->fd_buffered = n->fd;
+        int fd = openat(r->dir_fd, name, O_RDWR | O_CLOEXEC | O_DIRECT);
+        if (fd >= 0)
+                n->fd = fd; /* else (tmpfs and the like) buffered only */
+        n->direct = true;
+        n->max_request = NBD_REQUEST_MAX;
+        snprintf(n->sock, sizeof(n->sock), "%s/%s", r->dir, name); /* for messages only */
+        return 0;
 }
 
 static int start_cycle_nbd(struct nst_rs_replica *r, struct nst_error *err) {
@@ -1469,14 +1536,19 @@ static int start_cycle_nbd(struct nst_rs_replica *r, struct nst_error *err) {
                 char name[64];
                 partial_name(name, sizeof(name), r, i);
                 _cleanup_free_ char *path = path_in(r->dir, name);
-                e = path ? nbd_spawn(r, i, "nbd-", path, "qcow2", false, &r->nbd[i], err)
-                         : oom(err);
+                if (!path)
+                        e = oom(err);
+                else if (partial_is_raw(r, i))
+                        e = open_direct(r, i, name, err);
+                else
+                        e = nbd_spawn(r, i, "nbd-", path, "qcow2", false, &r->nbd[i], err);
         }
         /* Recorded before any client connects: see the crash analysis. */
         if (e == 0)
                 e = write_partial(r, err);
         for (size_t i = 0; i < r->n_disks && e == 0; i++)
-                e = nbd_attach(&r->nbd[i], r->disks[i].size, err);
+                if (!r->nbd[i].direct)
+                        e = nbd_attach(&r->nbd[i], r->disks[i].size, err);
         return e;
 }
 
@@ -1541,20 +1613,75 @@ static int check_range(const struct nst_rs_replica *r, unsigned disk, uint64_t o
 }
 
 /* Writes go through a writer thread per cycle, so receiving the next
- * extents from the network and writing the previous ones into qemu-nbd
- * overlap (synchronous writes left each side waiting for the other). At most
- * WRITE_QUEUE_MAX bytes wait; zero, mark and commit wait until the queue is
- * empty, and report the first write that failed: nothing is acknowledged
- * to the source before its writes are done. */
+ * extents from the network and writing the previous ones overlap. Into
+ * qemu-nbd the writer keeps up to WRITE_DEPTH requests in flight per disk
+ * (one at a time, each scattered 64 KiB extent waited for its round trip);
+ * into a raw partial it calls pwrite(). At most WRITE_QUEUE_MAX bytes wait;
+ * zero, mark and commit wait until the queue is empty and every request
+ * completed, and report the first write that failed: nothing is
+ * acknowledged to the source before its writes are done. */
 #define WRITE_QUEUE_MAX (UINT64_C(256) << 20)
+#define WRITE_DEPTH 16
+#define DIRECT_ALIGN 4096
 
 struct write_job {
         struct write_job *next;
+        struct nst_rs_replica *r;
         unsigned disk;
+        unsigned pending;           /* requests in flight for it */
+        bool zero;                  /* make the range read as zeroes; no data */
         uint64_t offset;
-        uint32_t length;
-        char data[];
+        uint64_t length;
+        char *data;                 /* DIRECT_ALIGN aligned, for O_DIRECT */
+        size_t capacity;
 };
+
+static uint64_t job_queued_bytes(const struct write_job *j) {
+        return j->zero ? 0 : j->length;
+}
+
+static void job_free(struct write_job *j) {
+        if (j) {
+                free(j->data);
+                free(j);
+        }
+}
+
+/* A job whose buffer holds length bytes: a kept one if any is big enough. */
+static struct write_job *job_get(struct nst_rs_replica *r, uint64_t length) {
+        pthread_mutex_lock(&r->wlock);
+        struct write_job **pp = &r->wfree;
+        while (*pp && (*pp)->capacity < length)
+                pp = &(*pp)->next;
+        struct write_job *j = *pp;
+        if (j) {
+                *pp = j->next;
+                r->wfree_bytes -= j->capacity;
+        }
+        pthread_mutex_unlock(&r->wlock);
+        if (j)
+                return j;
+        if (!(j = calloc(1, sizeof(*j))))
+                return NULL;
+        if (length) {
+                size_t cap = (length + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+                if (posix_memalign((void **)&j->data, DIRECT_ALIGN, cap) != 0) {
+                        free(j);
+                        return NULL;
+                }
+                j->capacity = cap;
+        }
+        return j;
+}
+
+static void job_pool_free(struct nst_rs_replica *r) {
+        while (r->wfree) {
+                struct write_job *j = r->wfree;
+                r->wfree = j->next;
+                job_free(j);
+        }
+        r->wfree_bytes = 0;
+}
 
 static int write_error(struct nst_rs_replica *r, unsigned disk, int e, struct nst_error *err) {
         const char *sock = r->nbd[disk].sock;
@@ -1564,20 +1691,147 @@ static int write_error(struct nst_rs_replica *r, unsigned disk, int e, struct ns
         return nst_error_set(err, -e, "StorageError", "write on %s: %s", sock, strerror(e));
 }
 
-static int write_job_run(struct nst_rs_replica *r, const struct write_job *j) {
-        struct rs_nbd *n = &r->nbd[j->disk];
-        const char *p = j->data;
-        uint64_t offset = j->offset;
-        uint32_t left = j->length;
-        while (left) {
-                uint32_t chunk = left < n->max_request ? left : (uint32_t)n->max_request;
-                if (nbd_pwrite(n->h, p, chunk, offset, 0) < 0)
-                        return nbd_get_errno() > 0 ? nbd_get_errno() : EIO;
-                p += chunk;
-                offset += chunk;
-                left -= chunk;
+/* The job's bytes leave the queue; the first error is kept. */
+static void write_job_done(struct write_job *j, int e) {
+        struct nst_rs_replica *r = j->r;
+        pthread_mutex_lock(&r->wlock);
+        if (e && !r->werrno) {
+                r->werrno = e;
+                r->wdisk = j->disk;
+        }
+        r->wqueued -= job_queued_bytes(j);
+        /* Kept for the next extent: fresh buffers cost page faults on every
+         * extent (large ones are mmap()ed and unmapped by malloc). */
+        if (j->capacity && r->wfree_bytes + j->capacity <= WRITE_QUEUE_MAX) {
+                j->next = r->wfree;
+                r->wfree = j;
+                r->wfree_bytes += j->capacity;
+                j = NULL;
+        }
+        pthread_cond_broadcast(&r->wcond);
+        pthread_mutex_unlock(&r->wlock);
+        job_free(j);
+}
+
+static int write_completed(void *user_data, int *error) {
+        struct write_job *j = user_data;
+        if (*error && !j->r->wfailed)
+                j->r->wfailed = *error;
+        if (--j->pending == 0)
+                write_job_done(j, j->r->wfailed);
+        return 1; /* retire the command */
+}
+
+static int pwrite_all(int fd, const char *p, uint64_t len, uint64_t offset) {
+        if (len == 0)
+                return 0;
+        while (len) {
+                ssize_t n = pwrite(fd, p, len, (off_t)offset);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? errno : EIO;
+                p += n;
+                offset += (uint64_t)n;
+                len -= (uint64_t)n;
         }
         return 0;
+}
+
+/* Holes where the file system can punch them (the replica stays thin),
+ * written zeroes where it cannot. */
+static int zero_direct(int fd, uint64_t offset, uint64_t len) {
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                      (off_t)len) == 0)
+                return 0;
+        if (errno != EOPNOTSUPP)
+                return errno;
+        static const char zeroes[64 * 1024];
+        while (len) {
+                uint64_t n = len < sizeof(zeroes) ? len : sizeof(zeroes);
+                int e = pwrite_all(fd, zeroes, n, offset);
+                if (e)
+                        return e;
+                offset += n;
+                len -= n;
+        }
+        return 0;
+}
+
+/* Waits until disk's handle has fewer than depth requests in flight. */
+static int nbd_settle(struct rs_nbd *n, int64_t depth) {
+        while (n->h && nbd_aio_in_flight(n->h) >= depth && depth >= 0)
+                if (nbd_poll(n->h, -1) < 0)
+                        return nbd_get_errno() > 0 ? nbd_get_errno() : EIO;
+        return 0;
+}
+
+/* Hands j to its disk (the job is freed when its writes complete). */
+static void write_job_submit(struct nst_rs_replica *r, struct write_job *j) {
+        struct rs_nbd *n = &r->nbd[j->disk];
+        if (n->direct) {
+                int e;
+                if (j->zero) {
+                        e = zero_direct(n->fd_buffered, j->offset, j->length);
+                } else {
+                        /* The aligned middle through O_DIRECT, any unaligned head
+                         * and tail buffered; j->data is aligned, so the middle
+                         * starts at an aligned address when the head is empty. */
+                        uint64_t end = j->offset + j->length;
+                        uint64_t a = (j->offset + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+                        uint64_t b = end / DIRECT_ALIGN * DIRECT_ALIGN;
+                        if (a != j->offset || b <= a || n->fd == n->fd_buffered)
+                                a = b = j->offset; /* all buffered */
+                        e = pwrite_all(n->fd, j->data, b - a, a);
+                        if (e == 0)
+                                e = pwrite_all(n->fd_buffered, j->data + (b - j->offset),
+                                               end - b, b);
+                }
+                write_job_done(j, e);
+                return;
+        }
+        j->pending = 1; /* held while submitting, so no completion frees j early */
+        for (uint64_t done = 0; done < j->length;) {
+                uint64_t chunk = j->length - done < n->max_request ? j->length - done
+                                                                   : n->max_request;
+                int e = nbd_settle(n, WRITE_DEPTH);
+                nbd_completion_callback cb = {.callback = write_completed, .user_data = j};
+                j->pending++;
+                /* No LIBNBD_CMD_FLAG_NO_HOLE on zeroes: qemu may unmap, which keeps
+                 * the replica thin. */
+                int64_t cookie = e ? 0
+                                 : j->zero ? nbd_aio_zero(n->h, chunk, j->offset + done, cb, 0)
+                                           : nbd_aio_pwrite(n->h, j->data + done, chunk,
+                                                            j->offset + done, cb, 0);
+                if (cookie < 0)
+                        e = nbd_get_errno() > 0 ? nbd_get_errno() : EIO;
+                if (e) {
+                        /* The callback is not called for a request that was not queued. */
+                        j->pending--;
+                        if (!r->wfailed)
+                                r->wfailed = e;
+                        break;
+                }
+                done += chunk;
+        }
+        if (--j->pending == 0)
+                write_job_done(j, r->wfailed);
+}
+
+/* Every request of every disk completed. */
+static void write_settle_all(struct nst_rs_replica *r) {
+        for (size_t i = 0; i < r->n_disks; i++) {
+                int e = nbd_settle(&r->nbd[i], 1);
+                if (e == 0)
+                        continue;
+                r->wfailed = r->wfailed ? r->wfailed : e;
+                pthread_mutex_lock(&r->wlock);
+                if (!r->werrno) {
+                        r->werrno = e;
+                        r->wdisk = (unsigned)i;
+                }
+                pthread_mutex_unlock(&r->wlock);
+        }
 }
 
 static void *writer_main(void *arg) {
@@ -1596,15 +1850,19 @@ static void *writer_main(void *arg) {
                 int failed = r->werrno;
                 pthread_mutex_unlock(&r->wlock);
                 /* After a failure the rest is dropped: the cycle fails anyway. */
-                int e = failed ? 0 : write_job_run(r, j);
+                if (failed)
+                        write_job_done(j, 0);
+                else
+                        write_job_submit(r, j);
                 pthread_mutex_lock(&r->wlock);
-                if (e && !r->werrno) {
-                        r->werrno = e;
-                        r->wdisk = j->disk;
+                if (!r->whead) {
+                        /* Nothing more to send: let what is in flight complete, so
+                         * that an empty queue with !wbusy means all written. */
+                        pthread_mutex_unlock(&r->wlock);
+                        write_settle_all(r);
+                        pthread_mutex_lock(&r->wlock);
                 }
-                r->wqueued -= j->length;
                 r->wbusy = false;
-                free(j);
                 pthread_cond_broadcast(&r->wcond);
         }
         pthread_mutex_unlock(&r->wlock);
@@ -1617,7 +1875,7 @@ static int writer_start(struct nst_rs_replica *r, struct nst_error *err) {
         r->whead = r->wtail = NULL;
         r->wqueued = 0;
         r->wbusy = r->wstop = false;
-        r->werrno = 0;
+        r->werrno = r->wfailed = 0;
         int e = pthread_create(&r->writer, NULL, writer_main, r);
         if (e) {
                 pthread_cond_destroy(&r->wcond);
@@ -1651,27 +1909,33 @@ static void writer_stop(struct nst_rs_replica *r) {
         pthread_cond_broadcast(&r->wcond);
         pthread_mutex_unlock(&r->wlock);
         pthread_join(r->writer, NULL);
+        job_pool_free(r);
         pthread_cond_destroy(&r->wcond);
         pthread_mutex_destroy(&r->wlock);
         r->writer_running = false;
 }
 
-int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
-                 uint32_t length, struct nst_error *err) {
-        int e = check_range(r, disk, offset, length, "write", err);
-        if (e < 0)
-                return e;
-        if (length == 0)
-                return 0;
-        struct write_job *j = malloc(sizeof(*j) + length);
+/* Queues a write (buf != NULL) or a zero range, waiting while the queue
+ * is full; fails with the first earlier write that failed. */
+static int enqueue(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
+                   uint64_t length, struct nst_error *err) {
+        struct write_job *j = job_get(r, buf ? length : 0);
         if (!j)
                 return oom(err);
-        *j = (struct write_job){.disk = disk, .offset = offset, .length = length};
-        memcpy(j->data, buf, length);
+        j->r = r;
+        j->next = NULL;
+        j->disk = disk;
+        j->pending = 0;
+        j->zero = !buf;
+        j->offset = offset;
+        j->length = length;
+        if (buf)
+                memcpy(j->data, buf, length);
+        uint64_t bytes = job_queued_bytes(j);
         pthread_mutex_lock(&r->wlock);
-        while (r->wqueued + length > WRITE_QUEUE_MAX && (r->whead || r->wbusy))
+        while (r->wqueued + bytes > WRITE_QUEUE_MAX && (r->whead || r->wbusy))
                 pthread_cond_wait(&r->wcond, &r->wlock);
-        e = r->werrno;
+        int e = r->werrno;
         unsigned failed_disk = r->wdisk;
         if (!e) {
                 if (r->wtail)
@@ -1679,15 +1943,23 @@ int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const
                 else
                         r->whead = j;
                 r->wtail = j;
-                r->wqueued += length;
+                r->wqueued += bytes;
                 pthread_cond_broadcast(&r->wcond);
         }
         pthread_mutex_unlock(&r->wlock);
         if (e) {
-                free(j);
+                job_free(j);
                 return write_error(r, failed_disk, e, err);
         }
         return 0;
+}
+
+int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
+                 uint32_t length, struct nst_error *err) {
+        int e = check_range(r, disk, offset, length, "write", err);
+        if (e < 0)
+                return e;
+        return length ? enqueue(r, disk, offset, buf, length, err) : 0;
 }
 
 int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64_t length,
@@ -1695,28 +1967,21 @@ int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64
         int e = check_range(r, disk, offset, length, "zero", err);
         if (e < 0)
                 return e;
-        struct rs_nbd *n = &r->nbd[disk];
-        /* Queued writes first: a zero must not overtake them. */
-        if ((e = writer_drain(r, err)) < 0)
-                return e;
-        while (length) {
-                uint64_t chunk = length < n->max_request ? length : n->max_request;
-                /* No LIBNBD_CMD_FLAG_NO_HOLE: qemu may unmap, which keeps the replica thin. */
-                if (nbd_zero(n->h, chunk, offset, 0) < 0)
-                        return nbd_failed("zero", n->sock, err);
-                offset += chunk;
-                length -= chunk;
-        }
-        return 0;
+        /* In the queue, after the writes before it, which it must not overtake. */
+        return length ? enqueue(r, disk, offset, NULL, length, err) : 0;
 }
 
 static int flush_all(struct nst_rs_replica *r, struct nst_error *err) {
         int e = writer_drain(r, err);
         if (e < 0)
                 return e;
-        for (size_t i = 0; i < r->n_disks; i++)
-                if (nbd_flush(r->nbd[i].h, 0) < 0)
-                        return nbd_failed("flush", r->nbd[i].sock, err);
+        for (size_t i = 0; i < r->n_disks; i++) {
+                struct rs_nbd *n = &r->nbd[i];
+                if (n->direct && fdatasync(n->fd) < 0)
+                        return write_error(r, (unsigned)i, errno, err);
+                if (!n->direct && nbd_flush(n->h, 0) < 0)
+                        return nbd_failed("flush", n->sock, err);
+        }
         return 0;
 }
 
@@ -1796,7 +2061,7 @@ int nst_rs_cycle_commit(struct nst_rs_replica *r, const struct nst_rs_point *p,
         for (size_t d = 0; d < r->n_disks && e == 0; d++) {
                 char name[64];
                 partial_name(name, sizeof(name), r, d);
-                if (!(np->files[d] = point_file_name(id, r->disks[d].name)))
+                if (!(np->files[d] = point_file_name(r, id, d)))
                         e = oom(err);
                 else if (renameat(r->dir_fd, name, r->dir_fd, np->files[d]) < 0)
                         e = nst_error_set(err, -errno, "StorageError", "rename %s/%s: %s",
@@ -1852,7 +2117,8 @@ static int merge_disk(struct nst_rs_replica *r, size_t d, struct nst_error *err)
         if (!child)
                 return oom(err);
         const char *rebase[] = {QEMU_IMG, "rebase", "-q", "-f", "qcow2", "-u", "-b",
-                                r->points[0].files[d], "-F", "qcow2", child, NULL};
+                                r->points[0].files[d], "-F", image_format(r->points[0].files[d]),
+                                child, NULL};
         e = qemu_img(rebase, IMG_TIMEOUT_MS, child, out, sizeof(out), err);
         return e < 0 ? e : fsync_file(child, err);
 }
@@ -1981,9 +2247,10 @@ int nst_rs_hashes(struct nst_rs_replica *r, unsigned disk, uint64_t first, uint3
                 end = size;
         _cleanup_free_ char *image = NULL;
         const char *fmt = "qcow2";
-        if (r->n_points)
+        if (r->n_points) {
                 image = path_in(r->dir, r->points[r->n_points - 1].files[disk]);
-        else if (r->disks[disk].seed) {
+                fmt = image_format(r->points[r->n_points - 1].files[disk]);
+        } else if (r->disks[disk].seed) {
                 image = strdup(r->disks[disk].seed);
                 fmt = r->seed_format[disk];
         } else
@@ -2104,7 +2371,8 @@ int nst_rs_export_for_boot(struct nst_rs_replica *r, uint64_t point_id, const ch
         }
         for (size_t i = 0; i < r->n_disks && e == 0; i++) {
                 _cleanup_free_ char *backing = path_in(real_dir, p->files[i]);
-                e = backing ? create_overlay(paths[i], backing, "qcow2", r->disks[i].size, err)
+                e = backing ? create_overlay(paths[i], backing, image_format(backing),
+                                            r->disks[i].size, err)
                             : oom(err);
         }
         if (e < 0) {

@@ -423,7 +423,7 @@ static void test_cycles_and_prune(void **state) {
                 assert_point_equals(f, r, 2, d, f->model[d]);
         char names[512];
         list_dir(f, names, sizeof(names));
-        assert_string_equal(names, "p1-vda.qcow2 p1-vdb.qcow2 state.json ");
+        assert_string_equal(names, "p1-vda.qcow2 p1-vdb.raw state.json ");
 
         /* A third cycle after the prune lands on the merged image. */
         begin(r, "c3", NULL);
@@ -514,6 +514,8 @@ static void test_stale_qemu_nbd(void **state) {
         struct fixture *f = *state;
         struct nst_error err = NST_ERROR_INIT;
         struct nst_rs_replica *r = create_two(f, false);
+        begin(r, "c0", NULL); /* the first point is raw, written without qemu-nbd */
+        assert_int_equal(commit(r, "cp0"), 1);
         begin(r, "c1", NULL);
         put(f, r, 0, 0, MIB, 0x81);
         assert_int_equal(nst_rs_mark(r, 1, 0, &err), 0);
@@ -559,8 +561,8 @@ static void test_stale_qemu_nbd(void **state) {
         begin(r, "c1", &res);
         assert_true(res.valid);
         assert_int_equal(res.disk, 1);
-        assert_int_equal(commit(r, "cp1"), 1);
-        assert_point_equals(f, r, 1, 0, f->model[0]);
+        assert_int_equal(commit(r, "cp1"), 2);
+        assert_point_equals(f, r, 2, 0, f->model[0]);
         assert_int_equal(nst_rs_destroy(r, &err), 0);
 }
 
@@ -574,14 +576,15 @@ static void test_crash_during_commit(void **state) {
         assert_int_equal(nst_rs_mark(r, 1, 2 * MIB, &err), 0);
         nst_rs_close(r);
         char a[512], b[512];
-        snprintf(a, sizeof(a), "%s/partial-vda.qcow2", f->dir);
-        snprintf(b, sizeof(b), "%s/p1-vda.qcow2", f->dir);
+        /* Without a seed the first point is raw (see partial_is_raw). */
+        snprintf(a, sizeof(a), "%s/partial-vda.raw", f->dir);
+        snprintf(b, sizeof(b), "%s/p1-vda.raw", f->dir);
         assert_int_equal(rename(a, b), 0); /* one disk renamed, the other not */
 
         r = reopen(f, NULL);
         assert_int_equal(nst_rs_point_count(r), 0);
-        assert_true(file_exists(f, "partial-vda.qcow2"));
-        assert_false(file_exists(f, "p1-vda.qcow2"));
+        assert_true(file_exists(f, "partial-vda.raw"));
+        assert_false(file_exists(f, "p1-vda.raw"));
         struct nst_rs_resume res;
         begin(r, "c1", &res);
         assert_true(res.valid);
@@ -635,7 +638,7 @@ static void test_interrupted_merge(void **state) {
         char names[512];
         list_dir(f, names, sizeof(names));
         assert_string_equal(names,
-                            "p1-vda.qcow2 p1-vdb.qcow2 p3-vda.qcow2 p3-vdb.qcow2 state.json ");
+                            "p1-vda.qcow2 p1-vdb.raw p3-vda.qcow2 p3-vdb.qcow2 state.json ");
         json_object *after = read_json(f, "state.json"), *v = NULL;
         assert_true(json_object_object_get_ex(after, "merge", &v));
         assert_null(v);
@@ -702,11 +705,11 @@ static void test_corrupt_state(void **state) {
 
         write_json(f, "state.json", good);
         char a[512];
-        snprintf(a, sizeof(a), "%s/p1-vdb.qcow2", f->dir);
+        snprintf(a, sizeof(a), "%s/p1-vdb.raw", f->dir);
         char b[512];
-        snprintf(b, sizeof(b), "%s/elsewhere.qcow2", f->dir);
+        snprintf(b, sizeof(b), "%s/elsewhere.raw", f->dir);
         assert_int_equal(rename(a, b), 0);
-        expect_corrupt(f, "p1-vdb.qcow2, which does not exist");
+        expect_corrupt(f, "p1-vdb.raw, which does not exist");
         assert_int_equal(rename(b, a), 0);
 
         write_text(f, "partial.json", "{\"cycle\": \"c2\", \"base\": -1}");
