@@ -42,8 +42,12 @@
 #define MIB (1024ULL * KIB)
 #define GIB (1024ULL * MIB)
 
-/* QEMU's NBD server answers reads of at most 32 MiB. */
-#define DATA_EXTENT_MAX (32 * MIB)
+/* QEMU's NBD server answers reads of up to 32 MiB, but 4 MiB pieces are
+ * faster end to end here: the read ring (depth x piece) stays small enough
+ * to be reused warm instead of faulting in fresh pages, and a piece is
+ * still in the CPU cache when it is hashed and encrypted (1 GiB full copy:
+ * 7.6 s with 32 MiB, 5.7 s with 4 MiB, 6.7 s with 1 MiB). */
+#define DATA_EXTENT_MAX (4 * MIB)
 /* NBD lengths are 32-bit: stay well below 4 GiB per block-status request. */
 #define BLOCK_STATUS_MAX (2 * GIB)
 #define HASH_BLOCK (64 * KIB)

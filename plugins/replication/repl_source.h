@@ -66,7 +66,7 @@ int nst_src_job_begin(virDomainPtr dom, const struct nst_src_job_opts *o,
 /* What to ship for disk i (index into o->disks): incremental jobs give the
  * dirty extents (64 KiB granularity), full jobs the whole disk; both split
  * into data and zero ranges by base:allocation, sorted by offset, adjacent
- * ranges of one kind merged, data ranges split at 32 MiB. *ret owned. */
+ * ranges of one kind merged, data ranges split at 4 MiB. *ret owned. */
 int nst_src_job_extents(struct nst_src_job *j, size_t disk, struct nst_src_extent **ret,
                         size_t *ret_n, uint64_t *ret_disk_size, struct nst_error *err);
 
