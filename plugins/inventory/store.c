@@ -83,6 +83,7 @@ struct nst_store {
         size_t n_types;
         struct change *log;             /* ring */
         size_t log_start, log_count, log_alloc, log_cap;
+        uint64_t floor;                 /* the lowest `since` the log answers whole */
 };
 
 /* ---- small helpers ---- */
@@ -619,6 +620,7 @@ static void log_append(struct nst_store *s, struct stype *t, uint32_t hash, enum
                 return;
         }
         struct change *dropped = log_at(s, 0);
+        s->floor = dropped->version; /* changes after it are still all kept */
         free(dropped->buf);
         *dropped = c;
         s->log_start = (s->log_start + 1) % s->log_alloc;
@@ -922,7 +924,7 @@ uint64_t nst_store_version(const struct nst_store *s) {
 }
 
 uint64_t nst_store_oldest(const struct nst_store *s) {
-        return oldest(s);
+        return s->floor;
 }
 
 const char *nst_store_epoch(const struct nst_store *s) {
@@ -1398,11 +1400,11 @@ static int check_since(const struct nst_store *s, uint64_t since, const char *ep
                 return nst_error_set(err, -EINVAL, "InvalidInput",
                                      "since %" PRIu64 " is in the future: the current version is "
                                      "%" PRIu64, since, s->version);
-        if (since < oldest(s))
+        if (since < s->floor)
                 return nst_error_set(err, -ESTALE, "ChangesExpired",
                                      "changes since %" PRIu64 " are no longer kept (the oldest "
                                      "since accepted is %" PRIu64 "): take a full snapshot with "
-                                     "a query", since, oldest(s));
+                                     "a query", since, s->floor);
         return 0;
 }
 
@@ -1421,7 +1423,9 @@ static int group_window(const struct nst_store *s, uint64_t since, const struct 
                 return -ENOMEM;
         uint64_t covered = since;
         *ret_more = false;
-        for (size_t i = (size_t)(since - oldest(s)); i < s->log_count; i++) {
+        /* A since below oldest is complete only for a store that began empty. */
+        for (size_t i = since > oldest(s) ? (size_t)(since - oldest(s)) : 0; i < s->log_count;
+             i++) {
                 const struct change *c = log_at(s, i);
                 if (!t || c->type == t) {
                         uint32_t *slot = group_slot(g, c);
@@ -1557,6 +1561,9 @@ int nst_store_open(const char *state_path, const struct nst_store_options *opts,
         /* One past anything a previous run may have handed out: its clients'
          * `since` values all fall below this store's oldest. */
         s->version = s->reserved = mark + 1;
+        /* A store that never ran before holds every change since 0; after a
+         * restart the previous run's changes are gone. */
+        s->floor = mark ? s->version : 0;
         r = reserve_versions(s, 1, err);
         if (r < 0)
                 return r;

@@ -36,6 +36,7 @@
 #include "agent/fs_util.h"
 #include "agent/log.h"
 #include "messages/json_util.h"
+#include "plugins/libvirt/domain_xml.h"
 #include "plugins/libvirt/lv_util.h"
 #include "plugins/replication/repl_plugin.h"
 #include "plugins/replication/repl_sched.h"
@@ -297,7 +298,7 @@ struct cycle {
         const char *kind;
         bool quiesced;
         int64_t point_ms;
-        uint64_t sizes[NST_SRC_MAX_DISKS];
+        uint64_t sizes[NST_SRC_MAX_DISKS]; /* from libvirt before the job; checked */
         struct nst_src_extent *ext[NST_SRC_MAX_DISKS];
         size_t n_ext[NST_SRC_MAX_DISKS];
         bool resume_valid;
@@ -603,12 +604,48 @@ static void close_channel(struct cycle *c) {
         c->ch = NULL;
 }
 
-/* Connects, ships and commits, reconnecting on a broken channel. */
-static int transfer(struct cycle *c, uint64_t *ret_point, struct nst_error *err) {
+/* The connection and the target's side of the cycle (its overlays and
+ * qemu-nbd) take about as long as virDomainBackupBegin, and neither needs
+ * the other: the first hello runs on its own thread while the job starts. */
+struct early_hello {
+        struct cycle *c;
+        pthread_t thread;
+        bool started;
+        int rc;
+        struct nst_error err;
+};
+
+static void *early_hello_main(void *arg) {
+        struct early_hello *h = arg;
+        h->rc = hello(h->c, &h->err);
+        return NULL;
+}
+
+static void early_hello_start(struct early_hello *h, struct cycle *c) {
+        *h = (struct early_hello){.c = c, .err = NST_ERROR_INIT};
+        h->started = pthread_create(&h->thread, NULL, early_hello_main, h) == 0;
+}
+
+static void early_hello_join(struct early_hello *h) {
+        if (h->started)
+                pthread_join(h->thread, NULL);
+}
+
+/* Connects (unless early already did), ships and commits, reconnecting on
+ * a broken channel. */
+static int transfer(struct cycle *c, const struct early_hello *early, uint64_t *ret_point,
+                    struct nst_error *err) {
         int retries = c->s->p->o.connect_retries;
         for (int attempt = 0;; attempt++) {
                 nst_error_clear(err);
-                int r = hello(c, err);
+                int r;
+                if (attempt == 0 && early->started) {
+                        r = early->rc;
+                        if (r < 0)
+                                *err = early->err;
+                } else {
+                        r = hello(c, err);
+                }
                 c->t_hello = repl_mono_ms();
                 if (r >= 0)
                         r = ship(c, err);
@@ -674,6 +711,14 @@ static int prepare(struct cycle *c, struct nst_error *err) {
         }
         if (!(c->kind = choose_kind(c, err)))
                 return -EIO;
+        for (size_t d = 0; d < c->cfg.n_disks; d++) {
+                virDomainBlockInfo info;
+                if (virDomainGetBlockInfo(c->dom, c->cfg.disks[d], &info, 0) < 0)
+                        return nst_lv_error(err, -EIO, "HypervisorError",
+                                            "instance %s: cannot read the size of disk %s",
+                                            c->cfg.name, c->cfg.disks[d]);
+                c->sizes[d] = info.capacity;
+        }
         /* A checkpoint newer than the committed one is a cycle that never
          * committed (an agent killed mid-cycle): drop it. */
         nst_error_clear(&e);
@@ -718,9 +763,15 @@ static int begin_job(struct cycle *c, struct nst_error *err) {
         uint64_t total = 0;
         bool by_hash = strcmp(c->kind, "seed") == 0 || strcmp(c->kind, "resync") == 0;
         for (size_t d = 0; d < c->cfg.n_disks; d++) {
-                if ((r = nst_src_job_extents(c->job, d, &c->ext[d], &c->n_ext[d], &c->sizes[d],
-                                             err)) < 0)
+                uint64_t size = 0;
+                if ((r = nst_src_job_extents(c->job, d, &c->ext[d], &c->n_ext[d], &size, err)) <
+                    0)
                         return r;
+                if (size != c->sizes[d])
+                        return nst_error_set(err, -EAGAIN, "DiskMismatch",
+                                             "disk %s changed size during the cycle's start "
+                                             "(%" PRIu64 " -> %" PRIu64 " bytes)",
+                                             c->cfg.disks[d], c->sizes[d], size);
                 if (by_hash)
                         total += c->sizes[d];
                 else
@@ -777,17 +828,20 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
         uint64_t point_id = 0;
         /* Where a cycle's time goes, for the log. */
         int64_t t_prepared = 0, t_begun = 0, t_transferred = 0, t_ended = 0;
+        struct early_hello early = {.started = false};
         int rc = prepare(&c, &err);
         t_prepared = repl_mono_ms();
         if (rc >= 0) {
                 json_object_object_add(start_data, "kind", json_object_new_string(c.kind));
                 repl_notify(s->p, "replication.sync.start", start_data, NULL);
                 start_data = NULL;
+                early_hello_start(&early, &c);
                 rc = begin_job(&c, &err);
+                early_hello_join(&early);
         }
         t_begun = repl_mono_ms();
         if (rc >= 0)
-                rc = transfer(&c, &point_id, &err);
+                rc = transfer(&c, &early, &point_id, &err);
         t_transferred = repl_mono_ms();
         cycle_cleanup(&c, rc >= 0);
         t_ended = repl_mono_ms();
@@ -1385,6 +1439,23 @@ static int m_enable(struct nst_call *call, json_object *args, void *ud, json_obj
         virDomainPtr dom = NULL;
         if ((rc = repl_domain_open(p, a.instance, &conn, &dom, err)) < 0)
                 return rc;
+        /* Only Nestor's instances: failover rebuilds the VM from the
+         * definition the libvirt plugin wrote (profile, PCI claims). */
+        char *md = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, NST_METADATA_NS, 0);
+        if (!md) {
+                virErrorPtr e = virGetLastError();
+                rc = e && e->code == VIR_ERR_NO_DOMAIN_METADATA
+                             ? nst_error_set(err, -ENOENT, "InstanceNotFound",
+                                             "replication_enable: %s is not an instance managed "
+                                             "by Nestor",
+                                             a.instance)
+                             : nst_lv_error(err, -EIO, "HypervisorError",
+                                            "cannot read the metadata of %s", a.instance);
+                virDomainFree(dom);
+                virConnectClose(conn);
+                return rc;
+        }
+        free(md);
         char uuid[VIR_UUID_STRING_BUFLEN];
         virDomainGetUUIDString(dom, uuid);
         snprintf(r->id, sizeof(r->id), "%s", uuid);

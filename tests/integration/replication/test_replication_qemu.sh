@@ -265,6 +265,11 @@ log "guest $vm ($uuid) running on site A"
 
 # ---- 1. bad input ----
 expect_error a InstanceNotFound "not found" replication_enable "{\"instance\": \"$prefix-none\", \"target_host\": \"$host_b\"}"
+# A domain Nestor did not create (no Nestor metadata) is refused.
+printf "<domain type='qemu'><name>%s-foreign</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>" "$prefix" >"$work/foreign.xml"
+virsh -c "$uri" define "$work/foreign.xml" >/dev/null || fail "define a foreign domain"
+expect_error a InstanceNotFound "not an instance managed by Nestor" replication_enable "{\"instance\": \"$prefix-foreign\", \"target_host\": \"$host_b\"}"
+virsh -c "$uri" undefine "$prefix-foreign" >/dev/null
 expect_error a InvalidInput "rpo must be between" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 30}"
 expect_error a InvalidInput "rpo must be between" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 90000}"
 expect_error a InvalidInput "has no disk 'vdz'" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"disks\": [\"vdz\"]}"

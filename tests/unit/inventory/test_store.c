@@ -853,6 +853,11 @@ static void test_restart_versions(void **state) {
         }
         uint64_t max1 = nst_store_version(s);
         assert_int_equal(max1, 26);
+        /* A store that never ran before answers `since 0` with everything. */
+        assert_int_equal(nst_store_oldest(s), 0);
+        json_object *all = changes(s, 0, NULL, 0);
+        assert_int_equal(n_changes(all), 7);
+        json_object_put(all);
         /* A put is not a disk write: the mark moved in blocks, and stays ahead. */
         uint64_t mark = strtoull(read_file(path) + strlen("{\"version_reserved\": "), NULL, 10);
         assert_true(mark >= max1 && mark <= max1 + 11);
@@ -865,6 +870,8 @@ static void test_restart_versions(void **state) {
         json_object *res = NULL;
         /* An old since is detected by number alone, and the old epoch too. */
         EXPECT_ERR(nst_store_changes(s, max1, NULL, NULL, 0, &res, &err), &err, -ESTALE,
+                   "ChangesExpired", "no longer kept");
+        EXPECT_ERR(nst_store_changes(s, 0, NULL, NULL, 0, &res, &err), &err, -ESTALE,
                    "ChangesExpired", "no longer kept");
         EXPECT_ERR(nst_store_changes(s, nst_store_version(s), epoch1, NULL, 0, &res, &err),
                    &err, -ESTALE, "ChangesExpired", "is not this store's");
