@@ -85,6 +85,10 @@ struct src_repl {
         bool last_quiesced;
         struct nst_error last_error;
         unsigned failures;
+        /* Bytes changed since last_checkpoint as libvirt counted them at
+         * pending_at_ms (0: not asked yet), the scheduler's hint. */
+        uint64_t pending_bytes;
+        int64_t pending_at_ms;
 };
 
 struct repl_source {
@@ -102,8 +106,16 @@ struct repl_source {
         pthread_t *runners;
         size_t n_runners;
         bool sched_started, stopping;
+        int64_t next_hint_ms;
         char *dir;
 };
+
+/* The scheduler's changed-bytes hints: every HINT_INTERVAL_MS libvirt is
+ * asked, for the HINT_BATCH idle replications due soonest, how many bytes
+ * changed since their committed checkpoint (it knows without reading any).
+ * Bounded so that thousands of replications cost a few calls a second. */
+#define HINT_INTERVAL_MS 5000
+#define HINT_BATCH 16
 
 static const char *const quiesce_names[] = {"off", "preferred", "required"};
 
@@ -861,6 +873,7 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
                 r->last_wire = c.wire;
                 r->last_quiesced = c.quiesced;
                 snprintf(r->last_kind, sizeof(r->last_kind), "%s", c.kind);
+                r->pending_at_ms = 0; /* counted against the old checkpoint */
                 r->bytes_total += c.shipped;
                 r->wire_total += c.wire;
                 r->cycles_total++;
@@ -985,6 +998,66 @@ static void report_violations(struct repl_source *s, struct violations *vs) {
         vs->n = 0;
 }
 
+struct hint_ask {
+        char id[37];
+        char checkpoint[64];
+        int64_t due_ms;
+};
+
+static int hint_by_due(const void *a, const void *b) {
+        const struct hint_ask *x = a, *y = b;
+        return (x->due_ms > y->due_ms) - (x->due_ms < y->due_ms);
+}
+
+/* One pass of hints (see HINT_BATCH). Called and returns with s->lock held;
+ * libvirt is asked without it. */
+static void refresh_hints_locked(struct repl_source *s, int64_t now) {
+        struct hint_ask asks[HINT_BATCH];
+        size_t n = 0;
+        for (size_t i = 0; i < s->n_items; i++) {
+                struct src_repl *r = s->items[i];
+                struct nst_sched_info si;
+                if (r->removed || r->running || r->paused || !r->last_checkpoint[0] ||
+                    r->resync_needed || nst_sched_get(s->sched, r->sched_id, &si) < 0)
+                        continue;
+                struct hint_ask a = {.due_ms = si.next_due_ms};
+                snprintf(a.id, sizeof(a.id), "%s", r->id);
+                snprintf(a.checkpoint, sizeof(a.checkpoint), "%s", r->last_checkpoint);
+                if (n < HINT_BATCH) {
+                        asks[n++] = a;
+                        qsort(asks, n, sizeof(*asks), hint_by_due);
+                } else if (a.due_ms < asks[n - 1].due_ms) {
+                        asks[n - 1] = a;
+                        qsort(asks, n, sizeof(*asks), hint_by_due);
+                }
+        }
+        if (n == 0)
+                return;
+        pthread_mutex_unlock(&s->lock);
+        uint64_t bytes[HINT_BATCH];
+        bool got[HINT_BATCH] = {false};
+        for (size_t i = 0; i < n; i++) {
+                virConnectPtr conn = NULL;
+                virDomainPtr dom = NULL;
+                struct nst_error e = NST_ERROR_INIT;
+                if (repl_domain_open(s->p, asks[i].id, &conn, &dom, &e) < 0)
+                        continue; /* a stopped or missing VM: its cycle will say so */
+                got[i] = nst_src_changed_bytes(dom, asks[i].checkpoint, &bytes[i], &e) == 0;
+                virDomainFree(dom);
+                virConnectClose(conn);
+        }
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < n; i++) {
+                struct src_repl *r = got[i] ? find_locked(s, asks[i].id) : NULL;
+                /* Meanwhile a cycle may have moved the checkpoint on. */
+                if (!r || r->running || strcmp(r->last_checkpoint, asks[i].checkpoint) != 0)
+                        continue;
+                r->pending_bytes = bytes[i];
+                r->pending_at_ms = now;
+                nst_sched_hint_changed(s->sched, r->sched_id, bytes[i]);
+        }
+}
+
 static void *sched_main(void *arg) {
         struct repl_source *s = arg;
         struct violations vs = {0};
@@ -1011,6 +1084,12 @@ static void *sched_main(void *arg) {
                 }
                 if (n)
                         pthread_cond_broadcast(&s->work);
+                if (now >= s->next_hint_ms) {
+                        refresh_hints_locked(s, now);
+                        s->next_hint_ms = repl_now_ms() + HINT_INTERVAL_MS;
+                        if (s->stopping)
+                                break;
+                }
                 int64_t wait = nst_sched_next_event_ms(s->sched, repl_now_ms());
                 if (wait > 1000)
                         wait = 1000;
@@ -1193,6 +1272,9 @@ static json_object *status_locked(const struct repl_source *s, const struct src_
         json_object_object_add(o, "bytes_total", json_object_new_int64((int64_t)r->bytes_total));
         json_object_object_add(o, "cycles_total", json_object_new_int64((int64_t)r->cycles_total));
         json_object_object_add(o, "resync_needed", json_object_new_boolean(r->resync_needed));
+        json_object_object_add(o, "pending_changed_bytes",
+                               r->pending_at_ms ? json_object_new_int64((int64_t)r->pending_bytes)
+                                                : NULL);
         json_object *prog = NULL;
         if (r->running) {
                 prog = json_object_new_object();

@@ -105,15 +105,28 @@ run_dir=$work/read
 mkdir -p "$run_dir"
 chown libvirt-qemu:kvm "$run_dir" 2>/dev/null || true
 
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+qemu_pid=$(pgrep -f "guest=$vm," | head -1)
+cpu0_a=$(cpu_s "${pids[0]}") cpu0_b=$(cpu_s "${pids[1]}") cpu0_q=$(cpu_s "$qemu_pid")
 ctl a replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$prefix-b\", \"rpo\": 3600, \"disks\": [\"vda\"], \"quiesce\": \"off\"}" >/dev/null
 wait_cycles 1
+cpu1_a=$(cpu_s "${pids[0]}") cpu1_b=$(cpu_s "${pids[1]}") cpu1_q=$(cpu_s "$qemu_pid")
 s=$(status)
 full_ms=$(jget 'd["duration_ms_last_cycle"]' <<<"$s")
 full_bytes=$(jget 'd["bytes_last_cycle"]' <<<"$s")
-read_full=$("$build/bench/bench_repl_read" "$uri" "$vm" vda "$run_dir" --full)
+read_full=$(/usr/bin/time -f "%U %S" -o "$work/reader.cpu" "$build/bench/bench_repl_read" "$uri" "$vm" vda "$run_dir" --full)
+cpu2_q=$(cpu_s "$qemu_pid")
 read_full_s=$(sed 's/.*: \([0-9.]*\) s .*/\1/' <<<"$read_full")
 echo "full sync: cycle $full_ms ms for $full_bytes bytes; NBD read of the whole disk: $read_full"
 /usr/bin/python3 -c "import sys; c=$full_ms/1000; r=$read_full_s; print(f'  full sync speed = {r/c*100:.0f}% of the NBD read speed (target >= 70%)')"
+# Where the CPU goes on this machine's cores: QEMU's NBD export costs the
+# same in both; the agents' work comes on top.
+/usr/bin/python3 -c "
+qs, qr = $cpu1_q - $cpu0_q, $cpu2_q - $cpu1_q
+src, tgt = $cpu1_a - $cpu0_a, $cpu1_b - $cpu0_b
+rd = sum(map(float, open('$work/reader.cpu').read().split()))
+print(f'  CPU seconds: sync = QEMU {qs:.1f} + source agent {src:.1f} + target agent {tgt:.1f} = {qs + src + tgt:.1f}; read = QEMU {qr:.1f} + reader {rd:.1f} = {qr + rd:.1f} (on $(nproc) cores)')"
 
 for round in $(seq 1 "$rounds"); do
         /usr/bin/python3 -c "import random; random.seed($round); [print(o*65536) for o in random.sample(range(16384), 1024)]" |

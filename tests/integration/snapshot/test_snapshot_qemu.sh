@@ -49,20 +49,15 @@ fi
 
 # shellcheck source=tests/integration/libvirt/daemons.sh
 . "$(dirname "$0")/../libvirt/daemons.sh"
+# shellcheck source=tests/integration/agent_helpers.sh
+. "$(dirname "$0")/../agent_helpers.sh"
+CTL_TIMEOUT=300
 if ! command -v libvirtd >/dev/null || ! command -v qemu-img >/dev/null; then
         log "libvirtd or qemu-img missing; skipping"
         exit 77
 fi
 
-our_domains() {
-        virsh -c "$uri" list --all --name 2>/dev/null | grep "^$prefix-" || true
-}
 
-stop_agent() { # stop_agent PID
-        [ -n "$1" ] || return 0
-        kill -KILL "$1" 2>/dev/null || true
-        wait "$1" 2>/dev/null || true
-}
 
 cleanup() {
         local rc=$?
@@ -113,30 +108,10 @@ write_conf "$work/nestor.conf" "$host" "reserve_mb = 64" "schedule_check_interva
 
 # nestorctl against agent CONF (retried while the broker is unreachable
 # before the request goes out, as test_qemu.sh does).
-ctl_conf() { # ctl_conf CONF HOST ARGS...
-        local conf=$1 h=$2 rc out
-        shift 2
-        for _ in $(seq 1 60); do
-                set +e
-                out=$("$build/nestorctl" --config-file "$conf" --host "$h" --timeout 300 "$@" \
-                        2>"$work/ctl.err")
-                rc=$?
-                set -e
-                [ $rc = 3 ] && grep -Eq "ConnectionError: (cannot connect to|login to|.*NOT_FOUND - no exchange)" \
-                        "$work/ctl.err" && { sleep 1; continue; }
-                break
-        done
-        [ -n "$out" ] && printf '%s\n' "$out"
-        cat "$work/ctl.err" >&2
-        return $rc
-}
 ctl() { ctl_conf "$work/nestor.conf" "$host" "$@"; }
 call() { # call METHOD JSON: the JSON result on stdout
         ctl --json call "$1" --args "$2"
 }
-py() { /usr/bin/python3 -c "$@"; }
-# jget EXPR: evaluates EXPR on the JSON document on stdin (as `d`).
-jget() { py 'import json,sys; d=json.load(sys.stdin); v=eval(sys.argv[1]); print(json.dumps(v) if isinstance(v,(dict,list,bool)) or v is None else v)' "$1"; }
 # expect_error CLASS TEXT METHOD JSON: the call fails with CLASS and TEXT.
 expect_error() {
         local cls=$1 text=$2
@@ -146,14 +121,6 @@ expect_error() {
         fi
         grep -q "$cls" "$work/err" || fail "$1 $2: expected $cls, got: $(cat "$work/err")"
         grep -q -- "$text" "$work/err" || fail "$1 $2: message lacks '$text': $(cat "$work/err")"
-}
-domstate() { virsh -c "$uri" domstate "$1" 2>/dev/null | head -1; }
-wait_domstate() {
-        for _ in $(seq 1 50); do
-                [ "$(domstate "$1")" = "$2" ] && return 0
-                sleep 0.2
-        done
-        fail "$1 is '$(domstate "$1")', expected '$2'"
 }
 snap_count() { virsh -c "$uri" snapshot-list --name "$1" | grep -c . || true; }
 disk_source() { virsh -c "$uri" domblklist "$1" --details | awk '$2 == "disk" && !f {print $4; f = 1}'; }
@@ -177,18 +144,7 @@ fi
 start_agent() { # start_agent CONF HOST LOG: sets started_pid
         "${agent_env[@]}" "$build/nestor-agent" --config-file "$1" 2>"$3" &
         started_pid=$!
-        # The first call waits for the agent's queues: one sent before them is lost.
-        for _ in $(seq 1 100); do
-                grep -q "serving compute" "$3" && break
-                kill -0 "$started_pid" 2>/dev/null || fail "the agent exited: $(tail -5 "$3")"
-                sleep 0.1
-        done
-        for _ in $(seq 1 100); do
-                ctl_conf "$1" "$2" --json call list_instances >/dev/null 2>&1 && return 0
-                kill -0 "$started_pid" 2>/dev/null || fail "the agent exited: $(tail -5 "$3")"
-                sleep 0.2
-        done
-        fail "the agent does not answer"
+        wait_agent "$started_pid" "$3" 0 "$1" "$2" list_instances
 }
 start_agent "$work/nestor.conf" "$host" "$work/agent.log"
 agent_pid=$started_pid
