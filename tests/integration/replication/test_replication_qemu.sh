@@ -60,20 +60,14 @@ fi
 
 # shellcheck source=tests/integration/libvirt/daemons.sh
 . "$(dirname "$0")/../libvirt/daemons.sh"
+# shellcheck source=tests/integration/agent_helpers.sh
+. "$(dirname "$0")/../agent_helpers.sh"
 if ! command -v libvirtd >/dev/null || ! command -v qemu-nbd >/dev/null; then
         log "libvirtd or qemu-nbd missing; skipping"
         exit 77
 fi
 
-our_domains() {
-        virsh -c "$uri" list --all --name 2>/dev/null | grep "^$prefix-" || true
-}
 
-stop_agent() { # stop_agent PID
-        [ -n "$1" ] || return 0
-        kill -KILL "$1" 2>/dev/null || true
-        wait "$1" 2>/dev/null || true
-}
 
 cleanup() {
         local rc=$?
@@ -137,27 +131,8 @@ EOF
 write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a"
 write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b"
 
-ctl_conf() { # ctl_conf CONF HOST ARGS...
-        local conf=$1 h=$2 rc out
-        shift 2
-        for _ in $(seq 1 60); do
-                set +e
-                out=$("$build/nestorctl" --config-file "$conf" --host "$h" --timeout 120 "$@" \
-                        2>"$work/ctl.err")
-                rc=$?
-                set -e
-                [ $rc = 3 ] && grep -Eq "ConnectionError: (cannot connect to|login to|.*NOT_FOUND - no exchange)" \
-                        "$work/ctl.err" && { sleep 1; continue; }
-                break
-        done
-        [ -n "$out" ] && printf '%s\n' "$out"
-        cat "$work/ctl.err" >&2
-        return $rc
-}
 call_a() { ctl_conf "$work/a.conf" "$host_a" --json call "$1" --args "$2"; }
 call_b() { ctl_conf "$work/b.conf" "$host_b" --json call "$1" --args "$2"; }
-py() { /usr/bin/python3 -c "$@"; }
-jget() { py 'import json,sys; d=json.load(sys.stdin); v=eval(sys.argv[1]); print(json.dumps(v) if isinstance(v,(dict,list,bool)) or v is None else v)' "$1"; }
 expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
         local conf=$work/a.conf h=$host_a
         [ "$1" = b ] && conf=$work/b.conf h=$host_b
@@ -174,39 +149,17 @@ if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
         [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
 fi
 start_agent() { # start_agent a|b: sets pid_a / pid_b
-        local conf=$work/$1.conf logf=$work/agent-$1.log h=$host_a pid
+        local conf=$work/$1.conf logf=$work/agent-$1.log h=$host_a before pid
         [ "$1" = b ] && h=$host_b
+        before=$(grep -c "serving compute" "$logf" 2>/dev/null || true)
         "${agent_env[@]}" "$build/nestor-agent" --config-file "$conf" 2>>"$logf" &
         pid=$!
         if [ "$1" = a ]; then pid_a=$pid; else pid_b=$pid; fi
-        # A call sent before the agent's queues exist is lost: wait for them,
-        # then probe with short timeouts.
-        local before
-        before=$(grep -c "serving compute" "$logf" 2>/dev/null || true)
-        for _ in $(seq 1 300); do
-                [ "$(grep -c "serving compute" "$logf" 2>/dev/null || true)" -gt "$before" ] && break
-                kill -0 "$pid" 2>/dev/null || fail "agent $1 exited: $(tail -5 "$logf")"
-                sleep 0.1
-        done
-        for _ in $(seq 1 60); do
-                "$build/nestorctl" --config-file "$conf" --host "$h" --timeout 3 call replication_list \
-                        >/dev/null 2>&1 && return 0
-                kill -0 "$pid" 2>/dev/null || fail "agent $1 exited: $(tail -5 "$logf")"
-                sleep 0.2
-        done
-        fail "agent $1 does not answer"
+        wait_agent "$pid" "$logf" "$before" "$conf" "$h" replication_list
 }
 start_agent a
 start_agent b
 
-domstate() { virsh -c "$uri" domstate "$1" 2>/dev/null | head -1; }
-wait_domstate() {
-        for _ in $(seq 1 100); do
-                [ "$(domstate "$1")" = "$2" ] && return 0
-                sleep 0.2
-        done
-        fail "$1 is '$(domstate "$1")', expected '$2'"
-}
 spawn() { # spawn NAME: prints the uuid
         call_a spawn "{\"spec\": {\"name\": \"$1\", \"vcpus\": 1, \"memory_mb\": 128, \"disks\": [{\"size_gb\": 1}, {\"size_gb\": 1}], \"nics\": [{\"network\": \"$net\"}]}}" |
                 jget 'd["uuid"]'
