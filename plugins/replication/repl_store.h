@@ -6,7 +6,8 @@
  *                         only record of what is committed; written
  *                         atomically: temporary file, fsync, rename, fsync dir)
  *   p<id>-<disk>.qcow2    a point's overlay of one disk; the oldest point's
- *                         images have no backing file (or the seed file)
+ *                         images are raw (p<id>-<disk>.raw, see below) or
+ *                         qcow2 overlays on the seed file
  *   partial-<disk>.qcow2  the cycle being received, on the latest point
  *   partial.json          which cycle the partial files belong to and how
  *                         far they are durable (the resume mark)
@@ -14,7 +15,9 @@
  * Writes go into the partial overlays through qemu-nbd (one per disk, on a
  * Unix socket in <dir>) with libnbd: qcow2 handling stays in QEMU, zero
  * ranges become zero clusters or holes, never written bytes, so the replica
- * is thin. A cycle becomes a point only in nst_rs_cycle_commit(), whose last
+ * is thin. The first cycle of a disk without a seed has nothing to overlay:
+ * its partial is a sparse raw file (partial-<disk>.raw) written directly,
+ * O_DIRECT where the file system allows, zero ranges punched as holes. A cycle becomes a point only in nst_rs_cycle_commit(), whose last
  * step is the state.json rename: a crash at any moment leaves either the
  * previous points or the previous points plus the new one, never a half
  * applied point. Retention merges the oldest point into the next one with
