@@ -68,7 +68,7 @@ struct nst_rc_conn {
         bool established; /* close_notify may be sent */
         bool broken;      /* OpenSSL had a fatal error: no more I/O */
         bool ticket_seen; /* client, certificate mode: the server accepted us */
-        const struct nst_rc_server *server; /* during nst_rc_accept() only */
+        const struct nst_rc_server *server; /* accepted, until its handshake */
         uint8_t psk[NST_RC_PSK_LEN];        /* client, during the handshake only */
         char auth_note[REASON_MAX];         /* why our own callback refused the peer */
         char identity[NST_RC_IDENTITY_MAX + 1];
@@ -679,22 +679,36 @@ static int accept_tcp(struct nst_rc_server *s, int64_t deadline, int timeout_ms,
         }
 }
 
+int nst_rc_accept_tcp(struct nst_rc_server *s, int timeout_ms, struct nst_rc_conn **ret,
+                      struct nst_error *err) {
+        char peer[PEER_MAX];
+        int fd = -1;
+        int r = accept_tcp(s, deadline_after(timeout_ms), timeout_ms, &fd, peer, sizeof(peer),
+                           err);
+        if (r < 0)
+                return r;
+        r = conn_new(fd, peer, s->ctx, s->cert_mode, ret, err);
+        if (r < 0)
+                return r;
+        (*ret)->server = s; /* until the handshake: its PSK lookup */
+        return 0;
+}
+
+int nst_rc_handshake(struct nst_rc_conn *c, int timeout_ms, struct nst_error *err) {
+        if (!c->server)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: not an accepted connection awaiting its handshake",
+                                     c->peer);
+        int r = handshake(c, true, deadline_after(timeout_ms), timeout_ms, err);
+        c->server = NULL;
+        return r;
+}
+
 int nst_rc_accept(struct nst_rc_server *s, int timeout_ms, struct nst_rc_conn **ret,
                   struct nst_error *err) {
         _cleanup_(conn_freep) struct nst_rc_conn *c = NULL;
-        char peer[PEER_MAX];
-        int fd = -1, r;
-
-        r = accept_tcp(s, deadline_after(timeout_ms), timeout_ms, &fd, peer, sizeof(peer), err);
-        if (r < 0)
-                return r;
-        r = conn_new(fd, peer, s->ctx, s->cert_mode, &c, err);
-        if (r < 0)
-                return r;
-        c->server = s;
-        r = handshake(c, true, deadline_after(timeout_ms), timeout_ms, err);
-        c->server = NULL;
-        if (r < 0)
+        int r = nst_rc_accept_tcp(s, timeout_ms, &c, err);
+        if (r < 0 || (r = nst_rc_handshake(c, timeout_ms, err)) < 0)
                 return r;
         *ret = nst_steal(&c);
         return 0;

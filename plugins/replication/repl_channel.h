@@ -33,8 +33,8 @@ struct nst_rc_tls_config {
 };
 
 /* Server side: fills key[NST_RC_PSK_LEN] for identity; negative when the
- * identity is unknown (the handshake then fails). Called on the accepting
- * thread during nst_rc_accept(). */
+ * identity is unknown (the handshake then fails). Called on the thread
+ * running the handshake (nst_rc_accept() or nst_rc_handshake()). */
 typedef int (*nst_rc_psk_lookup_fn)(void *userdata, const char *identity,
                                     uint8_t key[NST_RC_PSK_LEN]);
 
@@ -55,6 +55,15 @@ int nst_rc_server_fd(const struct nst_rc_server *s);        /* for poll() */
  * and the reason) and leaves no connection. */
 int nst_rc_accept(struct nst_rc_server *s, int timeout_ms, struct nst_rc_conn **ret,
                   struct nst_error *err);
+/* nst_rc_accept() in two steps, so that a server can run each handshake on
+ * the connection's own thread and a slow or silent peer delays nobody
+ * else: nst_rc_accept_tcp() returns the next connection unauthenticated
+ * (good for nothing but nst_rc_handshake() and nst_rc_close()), and
+ * nst_rc_handshake() authenticates it within timeout_ms, with
+ * nst_rc_accept()'s errors. s must outlive the handshake. */
+int nst_rc_accept_tcp(struct nst_rc_server *s, int timeout_ms, struct nst_rc_conn **ret,
+                      struct nst_error *err);
+int nst_rc_handshake(struct nst_rc_conn *c, int timeout_ms, struct nst_error *err);
 void nst_rc_server_close(struct nst_rc_server *s);
 
 /* Connects to host:port (name or address; IPv4 or IPv6) and authenticates:

@@ -481,9 +481,19 @@ static void session_run(struct session *s) {
         }
 }
 
+/* A peer gets this long to finish its TLS handshake, on its session's own
+ * thread: the listener only accepts. */
+#define HANDSHAKE_TIMEOUT_MS 10000
+
 static void *session_main(void *arg) {
         struct session *s = arg;
-        session_run(s);
+        struct nst_error err = NST_ERROR_INIT;
+        if (nst_rc_handshake(s->ch, HANDSHAKE_TIMEOUT_MS, &err) == 0) {
+                nst_rc_set_timeout(s->ch, s->t->p->o.io_timeout_ms);
+                session_run(s);
+        } else {
+                log_warning("data channel: %s", err.message);
+        }
         nst_rc_close(s->ch);
         free(s->buf);
         free(s->dbuf);
@@ -506,14 +516,14 @@ static void *listener_main(void *arg) {
                         break;
                 struct nst_rc_conn *c = NULL;
                 struct nst_error err = NST_ERROR_INIT;
-                int rc = nst_rc_accept(t->server, 2000, &c, &err);
+                /* Wakes every 2 s to notice stopping. */
+                int rc = nst_rc_accept_tcp(t->server, 2000, &c, &err);
                 if (rc == -ETIMEDOUT)
                         continue;
                 if (rc < 0) {
                         log_warning("data channel: %s", err.message);
                         continue;
                 }
-                nst_rc_set_timeout(c, t->p->o.io_timeout_ms);
                 struct session *s = calloc(1, sizeof(*s));
                 pthread_t th;
                 pthread_attr_t attr;

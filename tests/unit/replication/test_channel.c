@@ -445,6 +445,53 @@ static int raw_connect(uint16_t port) {
         return fd;
 }
 
+struct connector {
+        pthread_t tid;
+        uint16_t port;
+        int r;
+        struct nst_error err;
+};
+
+static void *connector_thread(void *arg) {
+        struct connector *k = arg;
+        struct nst_rc_conn *c = NULL;
+        k->r = nst_rc_connect("127.0.0.1", k->port, NULL, "repl-1", key_a, 5000, &c, &k->err);
+        nst_rc_close(c);
+        return NULL;
+}
+
+/* Accepting and authenticating apart: a silent peer's pending handshake
+ * does not hold up the next peer's (the target runs each on its session's
+ * thread). */
+static void test_handshake_apart_from_accept(void **state) {
+        struct nst_error err = NST_ERROR_INIT;
+        int lookups = 0;
+        struct nst_rc_server *s = psk_server(&lookups);
+        struct nst_rc_conn *silent = NULL, *good = NULL;
+
+        int fd = raw_connect(nst_rc_server_port(s));
+        assert_int_equal(nst_rc_accept_tcp(s, 2000, &silent, &err), 0);
+        struct connector k = {.port = nst_rc_server_port(s), .err = NST_ERROR_INIT};
+        assert_int_equal(pthread_create(&k.tid, NULL, connector_thread, &k), 0);
+        assert_int_equal(nst_rc_accept_tcp(s, 2000, &good, &err), 0);
+        int64_t t0 = mono_ms();
+        assert_int_equal(nst_rc_handshake(good, 2000, &err), 0);
+        assert_true(mono_ms() - t0 < 1500);
+        assert_string_equal(nst_rc_conn_identity(good), "repl-1");
+        assert_int_equal(pthread_join(k.tid, NULL), 0);
+        assert_int_equal(k.r, 0);
+        assert_error(nst_rc_handshake(silent, 200, &err), -ECONNABORTED, &err, "ChannelError",
+                     "timed out after 200 ms");
+        assert_error(nst_rc_handshake(good, 200, &err), -EINVAL, &err, "InvalidInput",
+                     "not an accepted connection");
+        nst_rc_close(silent);
+        nst_rc_close(good);
+        close(fd);
+        assert_int_equal(lookups, 1);
+        nst_rc_server_close(s);
+        (void)state;
+}
+
 static void test_accept_timeouts(void **state) {
         struct nst_error err = NST_ERROR_INIT;
         int lookups = 0, fd;
@@ -744,6 +791,7 @@ int main(void) {
                 cmocka_unit_test(test_config_errors),
                 cmocka_unit_test(test_connect_refused_and_bind_error),
                 cmocka_unit_test(test_accept_timeouts),
+                cmocka_unit_test(test_handshake_apart_from_accept),
                 cmocka_unit_test(test_recv_timeout_and_bad_frame),
                 cmocka_unit_test(test_bucket_explicit_clock),
                 cmocka_unit_test(test_rate_limit_paces_sends),
