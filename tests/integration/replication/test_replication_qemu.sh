@@ -320,6 +320,23 @@ expect_error a ReplicationNotFound "not the source" replication_update '{"replic
 [ "$(status_a "$uuid" | jget 'd["rpo"]')" = 300 ] || fail "a refused update changed the rpo"
 log "replication_update: ok"
 
+# The bandwidth limit paces the data channel: 8 Mbit/s (1 MB/s), 4 MiB.
+call_a replication_update "{\"replication\": \"$uuid\", \"bandwidth_limit\": 8, \"compress\": false}" >/dev/null ||
+        fail "update bandwidth_limit"
+qemu_io "$vm" vda "write -P 0x5a 600M 4M"
+sync_and_wait "$uuid"
+ms=$(status_a "$uuid" | jget 'd["duration_ms_last_cycle"]')
+wire=$(status_a "$uuid" | jget 'd["wire_bytes_last_cycle"]')
+[ "$wire" -ge $((4 * 1024 * 1024)) ] || fail "bandwidth: only $wire bytes on the wire"
+# 4 MiB at 1,000,000 B/s is 4.19 s; the token bucket allows a 100 ms burst.
+if [ "$ms" -lt 3900 ] || [ "$ms" -ge 30000 ]; then
+        fail "bandwidth limit: 4 MiB took $ms ms at 1 MB/s"
+fi
+same_as_source "$uuid"
+call_a replication_update "{\"replication\": \"$uuid\", \"bandwidth_limit\": 0, \"compress\": true}" >/dev/null ||
+        fail "update bandwidth_limit 0"
+log "bandwidth limit: 4 MiB in $ms ms at 8 Mbit/s, ok"
+
 # ---- 4. kill -9 mid-cycle ----
 wait_progress() { # wait_progress UUID BYTES: until the running cycle shipped BYTES
         local s
