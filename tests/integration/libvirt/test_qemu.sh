@@ -56,6 +56,8 @@ ensure_packages() {
 
 # shellcheck source=tests/integration/libvirt/daemons.sh
 . "$(dirname "$0")/daemons.sh"
+# shellcheck source=tests/integration/agent_helpers.sh
+. "$(dirname "$0")/../agent_helpers.sh"
 
 kill_libvirtd() {
         local pid
@@ -121,35 +123,11 @@ image_dirs = $work/images
 rabbit_retry_interval = 0.1
 CONF
 
-# nestorctl; retried while the broker cannot be reached before the request
-# goes out (other suites restart RabbitMQ), never once it may have been
-# sent. Output on stdout, errors on stderr, nestorctl's exit status.
-ctl() {
-        local rc out
-        for _ in $(seq 1 60); do
-                set +e
-                out=$("$build/nestorctl" --config-file "$work/nestor.conf" --host "$host" \
-                        --timeout 300 "$@" 2>"$work/ctl.err")
-                rc=$?
-                set -e
-                [ $rc = 3 ] && grep -Eq "ConnectionError: (cannot connect to|login to|.*NOT_FOUND - no exchange)" \
-                        "$work/ctl.err" && { sleep 1; continue; }
-                break
-        done
-        [ -n "$out" ] && printf '%s\n' "$out"
-        cat "$work/ctl.err" >&2
-        return $rc
-}
+# nestorctl (ctl_conf: retried while the broker cannot be reached before
+# the request goes out, never once it may have been sent).
+ctl() { CTL_TIMEOUT=300 ctl_conf "$work/nestor.conf" "$host" "$@"; }
 field() { # field KEY: a top-level field of the JSON result on stdin
         /usr/bin/python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print(json.dumps(v) if isinstance(v,(dict,list,bool)) or v is None else v)' "$1"
-}
-domstate() { virsh -c "$uri" domstate "$1" 2>/dev/null | head -1; }
-wait_domstate() { # wait_domstate NAME STATE
-        for _ in $(seq 1 50); do
-                [ "$(domstate "$1")" = "$2" ] && return 0
-                sleep 0.2
-        done
-        fail "$1 is '$(domstate "$1")', expected '$2'"
 }
 
 # An ASan agent dlopens libvirt after the sanitizer resolved its xdr_*
@@ -162,12 +140,8 @@ if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
 fi
 "${agent_env[@]}" "$build/nestor-agent" --config-file "$work/nestor.conf" 2>"$work/agent.log" &
 agent_pid=$!
-for _ in $(seq 1 100); do
-        ctl --json call list_profiles >"$work/profiles.json" 2>/dev/null && break
-        kill -0 "$agent_pid" 2>/dev/null || fail "the agent exited"
-        sleep 0.2
-done
-[ -s "$work/profiles.json" ] || fail "the agent does not answer"
+wait_agent "$agent_pid" "$work/agent.log" 0 "$work/nestor.conf" "$host" list_profiles
+ctl --json call list_profiles >"$work/profiles.json" || fail "list_profiles"
 
 ctl --json call get_host_capabilities >"$work/caps.json" || fail "get_host_capabilities"
 virt_type=$(field virt_type <"$work/caps.json")
