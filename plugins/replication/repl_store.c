@@ -1723,8 +1723,6 @@ static int write_completed(void *user_data, int *error) {
 }
 
 static int pwrite_all(int fd, const char *p, uint64_t len, uint64_t offset) {
-        if (len == 0)
-                return 0;
         while (len) {
                 ssize_t n = pwrite(fd, p, len, (off_t)offset);
                 if (n < 0 && errno == EINTR)
@@ -1760,7 +1758,7 @@ static int zero_direct(int fd, uint64_t offset, uint64_t len) {
 
 /* Waits until disk's handle has fewer than depth requests in flight. */
 static int nbd_settle(struct rs_nbd *n, int64_t depth) {
-        while (n->h && nbd_aio_in_flight(n->h) >= depth && depth >= 0)
+        while (n->h && nbd_aio_in_flight(n->h) >= depth)
                 if (nbd_poll(n->h, -1) < 0)
                         return nbd_get_errno() > 0 ? nbd_get_errno() : EIO;
         return 0;

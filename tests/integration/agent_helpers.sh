@@ -1,8 +1,9 @@
 # Shell helpers shared by the integration tests that drive real agents with
-# nestorctl (sourced, not run). The caller sets build (the build directory),
-# work (its scratch directory), uri (libvirt) and prefix (its domains' name
-# prefix), and defines fail MESSAGE.
-# shellcheck shell=bash
+# nestorctl (sourced, not run). The caller sets build (the build directory)
+# before sourcing, work (its scratch directory), uri (libvirt) and prefix
+# (its domains' name prefix), and defines fail MESSAGE. Agents are started
+# as "${agent_env[@]}" "$build/nestor-agent" ...
+# shellcheck shell=bash disable=SC2154,SC2034 # the caller sets build, work, uri, prefix and uses agent_env
 
 py() { /usr/bin/python3 -c "$@"; }
 
@@ -72,3 +73,12 @@ wait_agent() {
         done
         fail "agent $h does not answer"
 }
+
+# An ASan agent dlopens libvirt after the sanitizer resolved its xdr_*
+# interceptors against a libc without SunRPC: they would call NULL inside
+# libvirt's RPC client. Preloading libtirpc lets them find the real ones.
+agent_env=()
+if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
+        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
+        if [ -n "$tirpc" ]; then agent_env=(env "LD_PRELOAD=$tirpc"); fi
+fi

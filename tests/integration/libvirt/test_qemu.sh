@@ -130,14 +130,6 @@ field() { # field KEY: a top-level field of the JSON result on stdin
         /usr/bin/python3 -c 'import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print(json.dumps(v) if isinstance(v,(dict,list,bool)) or v is None else v)' "$1"
 }
 
-# An ASan agent dlopens libvirt after the sanitizer resolved its xdr_*
-# interceptors against a libc without SunRPC: they would call NULL inside
-# libvirt's RPC client. Preloading libtirpc lets them find the real ones.
-agent_env=()
-if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
-        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
-        [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
-fi
 "${agent_env[@]}" "$build/nestor-agent" --config-file "$work/nestor.conf" 2>"$work/agent.log" &
 agent_pid=$!
 wait_agent "$agent_pid" "$work/agent.log" 0 "$work/nestor.conf" "$host" list_profiles

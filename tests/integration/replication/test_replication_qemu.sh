@@ -143,11 +143,6 @@ expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
         grep -q -- "$3" "$work/err" || fail "$4 $5: message lacks '$3': $(cat "$work/err")"
 }
 
-agent_env=()
-if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
-        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
-        [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
-fi
 start_agent() { # start_agent a|b: sets pid_a / pid_b
         local conf=$work/$1.conf logf=$work/agent-$1.log h=$host_a before pid
         [ "$1" = b ] && h=$host_b

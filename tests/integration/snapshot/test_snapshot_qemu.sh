@@ -136,11 +136,6 @@ check_sizes() {
         [ $n -gt 0 ] || fail "no files reported in $1"
 }
 
-agent_env=()
-if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
-        tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
-        [ -n "$tirpc" ] && agent_env=(env "LD_PRELOAD=$tirpc")
-fi
 start_agent() { # start_agent CONF HOST LOG: sets started_pid
         "${agent_env[@]}" "$build/nestor-agent" --config-file "$1" 2>"$3" &
         started_pid=$!
