@@ -1018,10 +1018,9 @@ static int read_exact(struct nst_rc_conn *c, void *p, size_t n, bool mid_frame,
         return 0;
 }
 
-int nst_rc_recv(struct nst_rc_conn *c, struct nst_rw_header *ret_header, uint8_t **buf,
-                size_t *cap, struct nst_error *err) {
+int nst_rc_recv_header(struct nst_rc_conn *c, struct nst_rw_header *ret_header,
+                       struct nst_error *err) {
         uint8_t raw[NST_RW_HEADER_SIZE];
-        struct nst_rw_header h;
         int r;
 
         if (c->broken)
@@ -1030,11 +1029,25 @@ int nst_rc_recv(struct nst_rc_conn *c, struct nst_rw_header *ret_header, uint8_t
         r = read_exact(c, raw, sizeof(raw), false, err);
         if (r < 0)
                 return r;
-        r = nst_rw_header_decode(raw, &h, err);
+        r = nst_rw_header_decode(raw, ret_header, err);
         if (r < 0) {
                 c->broken = true; /* the stream is out of step: nothing after is a frame */
                 return nst_error_prefix(err, "from %s", c->peer);
         }
+        return 0;
+}
+
+int nst_rc_recv_part(struct nst_rc_conn *c, void *p, size_t n, struct nst_error *err) {
+        return read_exact(c, p, n, true, err);
+}
+
+int nst_rc_recv(struct nst_rc_conn *c, struct nst_rw_header *ret_header, uint8_t **buf,
+                size_t *cap, struct nst_error *err) {
+        struct nst_rw_header h;
+        int r = nst_rc_recv_header(c, &h, err);
+
+        if (r < 0)
+                return r;
         if (!*buf || *cap < h.length) {
                 size_t want = h.length > 0 ? h.length : 1;
                 uint8_t *grown = realloc(*buf, want);

@@ -139,8 +139,6 @@ struct nst_rs_replica {
         pthread_mutex_t wlock;
         pthread_cond_t wcond;
         struct write_job *whead, *wtail;
-        struct write_job *wfree;    /* finished jobs kept for their buffers */
-        uint64_t wfree_bytes;
         uint64_t wqueued;
         bool wbusy, wstop;
         int werrno;
@@ -1647,24 +1645,52 @@ static void job_free(struct write_job *j) {
         }
 }
 
-/* A job whose buffer holds length bytes: a kept one if any is big enough. */
-static struct write_job *job_get(struct nst_rs_replica *r, uint64_t length) {
-        pthread_mutex_lock(&r->wlock);
-        struct write_job **pp = &r->wfree;
-        while (*pp && (*pp)->capacity < length)
-                pp = &(*pp)->next;
-        struct write_job *j = *pp;
-        if (j) {
-                *pp = j->next;
-                r->wfree_bytes -= j->capacity;
+/* Finished jobs are kept, with their buffers, for later cycles of any
+ * replica: a fresh buffer costs a page fault per 4 KiB touched, which was
+ * a third of the target's CPU in a 64 MiB incremental cycle here. Buffers
+ * come in power-of-two classes from DIRECT_ALIGN to 4 MiB (the sources'
+ * largest extent), so a kept one always fits; larger ones are not kept. At
+ * most POOL_KEEP_MAX bytes are kept, and nst_rs_buffers_trim gives them
+ * back once unused for a while. */
+#define POOL_CLASSES 11 /* 4 KiB << 0 .. 4 KiB << 10 = 4 MiB */
+#define POOL_KEEP_MAX (WRITE_QUEUE_MAX / 4)
+
+static struct {
+        pthread_mutex_t lock;
+        struct write_job *free[POOL_CLASSES];
+        uint64_t bytes;
+        int64_t last_use_ms;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* The class whose buffers hold length bytes; POOL_CLASSES when none does. */
+static unsigned pool_class(uint64_t length) {
+        unsigned c = 0;
+        while (c < POOL_CLASSES && ((uint64_t)DIRECT_ALIGN << c) < length)
+                c++;
+        return c;
+}
+
+/* A job whose buffer holds length bytes (none for 0): a kept one if any. */
+static struct write_job *job_get(uint64_t length) {
+        struct write_job *j = NULL;
+        unsigned c = pool_class(length);
+        if (length && c < POOL_CLASSES) {
+                pthread_mutex_lock(&pool.lock);
+                if ((j = pool.free[c])) {
+                        pool.free[c] = j->next;
+                        pool.bytes -= j->capacity;
+                }
+                pool.last_use_ms = nst_now_ms();
+                pthread_mutex_unlock(&pool.lock);
+                if (j)
+                        return j;
         }
-        pthread_mutex_unlock(&r->wlock);
-        if (j)
-                return j;
         if (!(j = calloc(1, sizeof(*j))))
                 return NULL;
         if (length) {
-                size_t cap = (length + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+                size_t cap = c < POOL_CLASSES
+                                     ? (size_t)DIRECT_ALIGN << c
+                                     : (length + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
                 if (posix_memalign((void **)&j->data, DIRECT_ALIGN, cap) != 0) {
                         free(j);
                         return NULL;
@@ -1674,13 +1700,37 @@ static struct write_job *job_get(struct nst_rs_replica *r, uint64_t length) {
         return j;
 }
 
-static void job_pool_free(struct nst_rs_replica *r) {
-        while (r->wfree) {
-                struct write_job *j = r->wfree;
-                r->wfree = j->next;
-                job_free(j);
+/* Back to the pool, or freed when it is full (or j has no buffer). */
+static void job_put(struct write_job *j) {
+        unsigned c = j ? pool_class(j->capacity) : POOL_CLASSES;
+        if (j && j->capacity && c < POOL_CLASSES) {
+                pthread_mutex_lock(&pool.lock);
+                if (pool.bytes + j->capacity <= POOL_KEEP_MAX) {
+                        j->next = pool.free[c];
+                        pool.free[c] = j;
+                        pool.bytes += j->capacity;
+                        j = NULL;
+                }
+                pthread_mutex_unlock(&pool.lock);
         }
-        r->wfree_bytes = 0;
+        job_free(j);
+}
+
+void nst_rs_buffers_trim(int64_t now_ms, int64_t idle_ms) {
+        struct write_job *drop[POOL_CLASSES] = {NULL};
+        pthread_mutex_lock(&pool.lock);
+        if (pool.bytes && now_ms - pool.last_use_ms >= idle_ms) {
+                memcpy(drop, pool.free, sizeof(drop));
+                memset(pool.free, 0, sizeof(pool.free));
+                pool.bytes = 0;
+        }
+        pthread_mutex_unlock(&pool.lock);
+        for (unsigned c = 0; c < POOL_CLASSES; c++)
+                while (drop[c]) {
+                        struct write_job *j = drop[c];
+                        drop[c] = j->next;
+                        job_free(j);
+                }
 }
 
 static int write_error(struct nst_rs_replica *r, unsigned disk, int e, struct nst_error *err) {
@@ -1700,17 +1750,9 @@ static void write_job_done(struct write_job *j, int e) {
                 r->wdisk = j->disk;
         }
         r->wqueued -= job_queued_bytes(j);
-        /* Kept for the next extent: fresh buffers cost page faults on every
-         * extent (large ones are mmap()ed and unmapped by malloc). */
-        if (j->capacity && r->wfree_bytes + j->capacity <= WRITE_QUEUE_MAX) {
-                j->next = r->wfree;
-                r->wfree = j;
-                r->wfree_bytes += j->capacity;
-                j = NULL;
-        }
         pthread_cond_broadcast(&r->wcond);
         pthread_mutex_unlock(&r->wlock);
-        job_free(j);
+        job_put(j);
 }
 
 static int write_completed(void *user_data, int *error) {
@@ -1907,29 +1949,18 @@ static void writer_stop(struct nst_rs_replica *r) {
         pthread_cond_broadcast(&r->wcond);
         pthread_mutex_unlock(&r->wlock);
         pthread_join(r->writer, NULL);
-        job_pool_free(r);
         pthread_cond_destroy(&r->wcond);
         pthread_mutex_destroy(&r->wlock);
         r->writer_running = false;
 }
 
-/* Queues a write (buf != NULL) or a zero range, waiting while the queue
- * is full; fails with the first earlier write that failed. */
-static int enqueue(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
-                   uint64_t length, struct nst_error *err) {
-        struct write_job *j = job_get(r, buf ? length : 0);
-        if (!j)
-                return oom(err);
+/* Queues j, waiting while the queue is full; fails (and frees j) with the
+ * first earlier write that failed. */
+static int enqueue(struct nst_rs_replica *r, struct write_job *j, struct nst_error *err) {
+        uint64_t bytes = job_queued_bytes(j);
         j->r = r;
         j->next = NULL;
-        j->disk = disk;
         j->pending = 0;
-        j->zero = !buf;
-        j->offset = offset;
-        j->length = length;
-        if (buf)
-                memcpy(j->data, buf, length);
-        uint64_t bytes = job_queued_bytes(j);
         pthread_mutex_lock(&r->wlock);
         while (r->wqueued + bytes > WRITE_QUEUE_MAX && (r->whead || r->wbusy))
                 pthread_cond_wait(&r->wcond, &r->wlock);
@@ -1946,18 +1977,53 @@ static int enqueue(struct nst_rs_replica *r, unsigned disk, uint64_t offset, con
         }
         pthread_mutex_unlock(&r->wlock);
         if (e) {
-                job_free(j);
+                job_put(j);
                 return write_error(r, failed_disk, e, err);
         }
         return 0;
 }
 
-int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
-                 uint32_t length, struct nst_error *err) {
+int nst_rs_write_prepare(struct nst_rs_replica *r, unsigned disk, uint64_t offset,
+                         uint32_t length, struct nst_rs_wbuf **ret, void **ret_data,
+                         struct nst_error *err) {
         int e = check_range(r, disk, offset, length, "write", err);
         if (e < 0)
                 return e;
-        return length ? enqueue(r, disk, offset, buf, length, err) : 0;
+        if (length == 0)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "replica %s: empty write at %" PRIu64, r->replication,
+                                     offset);
+        struct write_job *j = job_get(length);
+        if (!j)
+                return oom(err);
+        j->disk = disk;
+        j->zero = false;
+        j->offset = offset;
+        j->length = length;
+        *ret = (struct nst_rs_wbuf *)j;
+        *ret_data = j->data;
+        return 0;
+}
+
+int nst_rs_write_queue(struct nst_rs_replica *r, struct nst_rs_wbuf *b, struct nst_error *err) {
+        return enqueue(r, (struct write_job *)b, err);
+}
+
+void nst_rs_write_cancel(struct nst_rs_wbuf *b) {
+        job_put((struct write_job *)b);
+}
+
+int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
+                 uint32_t length, struct nst_error *err) {
+        if (length == 0)
+                return check_range(r, disk, offset, length, "write", err);
+        struct nst_rs_wbuf *b;
+        void *data;
+        int e = nst_rs_write_prepare(r, disk, offset, length, &b, &data, err);
+        if (e < 0)
+                return e;
+        memcpy(data, buf, length);
+        return nst_rs_write_queue(r, b, err);
 }
 
 int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64_t length,
@@ -1965,8 +2031,17 @@ int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64
         int e = check_range(r, disk, offset, length, "zero", err);
         if (e < 0)
                 return e;
+        if (length == 0)
+                return 0;
+        struct write_job *j = job_get(0);
+        if (!j)
+                return oom(err);
+        j->disk = disk;
+        j->zero = true;
+        j->offset = offset;
+        j->length = length;
         /* In the queue, after the writes before it, which it must not overtake. */
-        return length ? enqueue(r, disk, offset, NULL, length, err) : 0;
+        return enqueue(r, j, err);
 }
 
 static int flush_all(struct nst_rs_replica *r, struct nst_error *err) {

@@ -104,6 +104,20 @@ int nst_rs_cycle_begin(struct nst_rs_replica *r, const char *cycle_id,
 /* Writes into the open cycle; bounds are checked against the disk size. */
 int nst_rs_write(struct nst_rs_replica *r, unsigned disk, uint64_t offset, const void *buf,
                  uint32_t length, struct nst_error *err);
+/* The same in two steps, for a caller that can fill the store's buffer
+ * itself (the data channel receives into it: no copy): prepare checks the
+ * range and hands out a buffer of length bytes (length > 0), which is then
+ * either queued (its bytes are written; the buffer is the store's again on
+ * every path) or cancelled (nothing is written). */
+struct nst_rs_wbuf;
+int nst_rs_write_prepare(struct nst_rs_replica *r, unsigned disk, uint64_t offset,
+                         uint32_t length, struct nst_rs_wbuf **ret, void **ret_data,
+                         struct nst_error *err);
+int nst_rs_write_queue(struct nst_rs_replica *r, struct nst_rs_wbuf *b, struct nst_error *err);
+void nst_rs_write_cancel(struct nst_rs_wbuf *b);
+/* Write buffers are kept between cycles (and replicas) to spare page
+ * faults; this frees them when none was taken for idle_ms (0: now). */
+void nst_rs_buffers_trim(int64_t now_ms, int64_t idle_ms);
 /* The range reads as zeroes afterwards and takes no space where qcow2 can
  * avoid it. */
 int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64_t length,

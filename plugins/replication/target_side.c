@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/clock.h"
 #include "agent/fs_util.h"
 #include "agent/log.h"
 #include "messages/json_util.h"
@@ -245,42 +246,92 @@ static int session_hello(struct session *s, json_object **ret_hello, struct nst_
         return 0;
 }
 
-static int session_data(struct session *s, const struct nst_rw_header *h, struct nst_error *err) {
-        struct nst_rw_extent e;
-        int rc = nst_rw_extent_decode(s->buf, h->length, &e, err);
+/* Reads a frame's payload (after its header) into s->buf. */
+static int recv_payload(struct session *s, const struct nst_rw_header *h, struct nst_error *err) {
+        if (s->cap < h->length || !s->buf) {
+                size_t want = h->length > 0 ? h->length : 1;
+                uint8_t *nb = realloc(s->buf, want);
+                if (!nb)
+                        return nst_error_set(err, -ENOMEM, "MemoryError",
+                                             "out of memory for a %s frame of %" PRIu32 " bytes",
+                                             nst_rw_type_name(h->type), h->length);
+                s->buf = nb;
+                s->cap = want;
+        }
+        return nst_rc_recv_part(s->ch, s->buf, h->length, err);
+}
+
+/* The extent header that starts a DATA or ZERO payload, checked against the
+ * replica: nothing of an extent is written before this passes. */
+static int extent_head(struct session *s, const struct nst_rw_header *h, const uint8_t *p,
+                       struct nst_rw_extent *e, struct nst_error *err) {
+        int rc = nst_rw_extent_decode(p, h->length, e, err);
         if (rc < 0)
                 return rc;
         size_t n_disks = nst_rs_disk_count(s->r->rs);
-        uint64_t size = e.disk < n_disks ? nst_rs_disk_at(s->r->rs, e.disk)->size : 0;
+        uint64_t size = e->disk < n_disks ? nst_rs_disk_at(s->r->rs, e->disk)->size : 0;
         bool zero = h->type == NST_RW_ZERO;
-        if ((rc = nst_rw_extent_check(&e, n_disks, size,
-                                      zero ? NST_RW_MAX_ZERO_EXTENT : NST_RW_MAX_EXTENT, err)) < 0)
+        return nst_rw_extent_check(e, n_disks, size,
+                                   zero ? NST_RW_MAX_ZERO_EXTENT : NST_RW_MAX_EXTENT, err);
+}
+
+static int integrity_failed(const struct nst_rw_extent *e, struct nst_error *err) {
+        return nst_error_set(err, -EBADMSG, "IntegrityError",
+                             "extent at offset %llu of disk %u failed its integrity check; "
+                             "nothing of it was written",
+                             (unsigned long long)e->offset, e->disk);
+}
+
+/* Uncompressed DATA, the bulk of a cycle: the payload goes from the TLS
+ * record straight into the store's write buffer (no copy through s->buf)
+ * and is queued only once its digest matched. */
+static int session_data_direct(struct session *s, const struct nst_rw_header *h,
+                               struct nst_error *err) {
+        uint8_t head[NST_RW_EXTENT_SIZE];
+        struct nst_rw_extent e;
+        int rc = nst_rc_recv_part(s->ch, head, sizeof(head), err);
+        if (rc < 0 || (rc = extent_head(s, h, head, &e, err)) < 0)
                 return rc;
-        if (zero)
+        if (h->length - NST_RW_EXTENT_SIZE != e.length)
+                return nst_error_set(err, -EPROTO, "ProtocolError",
+                                     "DATA extent says %u bytes but carries %zu", e.length,
+                                     (size_t)(h->length - NST_RW_EXTENT_SIZE));
+        struct nst_rs_wbuf *b = NULL;
+        void *data = NULL;
+        if ((rc = nst_rs_write_prepare(s->r->rs, e.disk, e.offset, e.length, &b, &data, err)) < 0)
+                return rc;
+        if ((rc = nst_rc_recv_part(s->ch, data, e.length, err)) < 0 ||
+            (nst_rw_digest(data, e.length) != e.digest && (rc = integrity_failed(&e, err)) < 0)) {
+                nst_rs_write_cancel(b);
+                return rc;
+        }
+        if ((rc = nst_rs_write_queue(s->r->rs, b, err)) >= 0)
+                __atomic_add_fetch(&s->r->cycle_bytes, e.length, __ATOMIC_RELAXED);
+        return rc;
+}
+
+/* ZERO, and compressed DATA (decompressed into s->dbuf first). */
+static int session_data(struct session *s, const struct nst_rw_header *h, struct nst_error *err) {
+        struct nst_rw_extent e;
+        int rc = recv_payload(s, h, err);
+        if (rc < 0 || (rc = extent_head(s, h, s->buf, &e, err)) < 0)
+                return rc;
+        if (h->type == NST_RW_ZERO)
                 return nst_rs_zero(s->r->rs, e.disk, e.offset, e.length, err);
         const uint8_t *payload = s->buf + NST_RW_EXTENT_SIZE;
         size_t plen = h->length - NST_RW_EXTENT_SIZE;
-        if (h->flags & NST_RW_F_ZSTD) {
-                if (s->dcap < e.length) {
-                        uint8_t *nb = realloc(s->dbuf, e.length);
-                        if (!nb)
-                                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
-                        s->dbuf = nb;
-                        s->dcap = e.length;
-                }
-                if ((rc = nst_rw_decompress(payload, plen, s->dbuf, e.length, err)) < 0)
-                        return rc;
-                payload = s->dbuf;
-        } else if (plen != e.length) {
-                return nst_error_set(err, -EPROTO, "ProtocolError",
-                                     "DATA extent says %u bytes but carries %zu", e.length, plen);
+        if (s->dcap < e.length) {
+                uint8_t *nb = realloc(s->dbuf, e.length);
+                if (!nb)
+                        return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+                s->dbuf = nb;
+                s->dcap = e.length;
         }
-        if (nst_rw_digest(payload, e.length) != e.digest)
-                return nst_error_set(err, -EBADMSG, "IntegrityError",
-                                     "extent at offset %llu of disk %u failed its integrity "
-                                     "check; nothing of it was written",
-                                     (unsigned long long)e.offset, e.disk);
-        rc = nst_rs_write(s->r->rs, e.disk, e.offset, payload, e.length, err);
+        if ((rc = nst_rw_decompress(payload, plen, s->dbuf, e.length, err)) < 0)
+                return rc;
+        if (nst_rw_digest(s->dbuf, e.length) != e.digest)
+                return integrity_failed(&e, err);
+        rc = nst_rs_write(s->r->rs, e.disk, e.offset, s->dbuf, e.length, err);
         if (rc >= 0)
                 __atomic_add_fetch(&s->r->cycle_bytes, e.length, __ATOMIC_RELAXED);
         return rc;
@@ -390,13 +441,18 @@ static int session_commit(struct session *s, const struct nst_rw_header *h,
 static int session_frames(struct session *s, struct nst_error *err) {
         for (;;) {
                 struct nst_rw_header h;
-                int rc = nst_rc_recv(s->ch, &h, &s->buf, &s->cap, err);
+                int rc = nst_rc_recv_header(s->ch, &h, err);
                 if (rc < 0)
+                        return rc;
+                bool direct = h.type == NST_RW_DATA && !(h.flags & NST_RW_F_ZSTD) &&
+                              h.length >= NST_RW_EXTENT_SIZE;
+                if (!direct && h.type != NST_RW_DATA && h.type != NST_RW_ZERO &&
+                    (rc = recv_payload(s, &h, err)) < 0)
                         return rc;
                 switch (h.type) {
                 case NST_RW_DATA:
                 case NST_RW_ZERO:
-                        rc = session_data(s, &h, err);
+                        rc = direct ? session_data_direct(s, &h, err) : session_data(s, &h, err);
                         break;
                 case NST_RW_MARK: {
                         struct nst_rw_mark m;
@@ -506,6 +562,9 @@ static void *session_main(void *arg) {
         return NULL;
 }
 
+/* Write buffers stay warm for cycles this close together (RPO 1 minute). */
+#define BUFFERS_IDLE_MS (2 * 60 * 1000)
+
 static void *listener_main(void *arg) {
         struct repl_target *t = arg;
         for (;;) {
@@ -516,7 +575,9 @@ static void *listener_main(void *arg) {
                         break;
                 struct nst_rc_conn *c = NULL;
                 struct nst_error err = NST_ERROR_INIT;
-                /* Wakes every 2 s to notice stopping. */
+                /* Wakes every 2 s to notice stopping, and to give back write
+                 * buffers no cycle took for a while. */
+                nst_rs_buffers_trim(nst_now_ms(), BUFFERS_IDLE_MS);
                 int rc = nst_rc_accept_tcp(t->server, 2000, &c, &err);
                 if (rc == -ETIMEDOUT)
                         continue;
@@ -648,6 +709,7 @@ void repl_target_free(struct repl_target *t) {
         nst_rc_server_close(t->server);
         for (size_t i = 0; i < t->n_items; i++)
                 tgt_free(t->items[i]);
+        nst_rs_buffers_trim(nst_now_ms(), 0);
         free(t->items);
         free(t->dir);
         pthread_cond_destroy(&t->idle);
