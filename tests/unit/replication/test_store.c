@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "agent/clock.h"
 #include "messages/error.h"
 #include "plugins/libvirt/disks.h"
 #include "plugins/replication/repl_store.h"
@@ -745,6 +746,50 @@ static void test_bounds(void **state) {
         assert_int_equal(nst_rs_destroy(r, &err), 0);
 }
 
+/* The data channel's path: prepare a buffer, fill it, queue it or cancel
+ * it. A cancelled buffer writes nothing; buffers are reused (the same
+ * memory) in the next cycle; bounds are checked before any buffer. */
+static void test_two_step_write(void **state) {
+        struct fixture *f = *state;
+        struct nst_error err = NST_ERROR_INIT;
+        struct nst_rs_replica *r = create_two(f, false);
+        struct nst_rs_wbuf *b = NULL;
+        void *data = NULL, *first = NULL;
+        begin(r, "c1", NULL);
+        assert_int_equal(nst_rs_write_prepare(r, 0, DISK_SIZE - 100, 4096, &b, &data, &err),
+                         -EINVAL);
+        assert_non_null(strstr(err.message, "outside disk vda"));
+        assert_int_equal(nst_rs_write_prepare(r, 1, 0, 0, &b, &data, &err), -EINVAL);
+        assert_int_equal(nst_rs_write_prepare(r, 0, MIB, 64 * 1024, &b, &data, &err), 0);
+        assert_int_equal((uintptr_t)data % 4096, 0); /* O_DIRECT ready */
+        memset(data, 0x66, 64 * 1024);
+        nst_rs_write_cancel(b); /* an extent that failed its digest */
+        assert_int_equal(nst_rs_write_prepare(r, 1, 2 * MIB, 64 * 1024, &b, &first, &err), 0);
+        memset(first, 0x77, 64 * 1024);
+        assert_int_equal(nst_rs_write_queue(r, b, &err), 0);
+        fill(f->model[1], 2 * MIB, 64 * 1024, 0x77);
+        assert_int_equal(commit(r, "cp1"), 1);
+        assert_point_equals(f, r, 1, 0, f->model[0]);
+        assert_point_equals(f, r, 1, 1, f->model[1]);
+        /* The next cycle's 60 KiB extent takes a kept 64 KiB buffer. */
+        begin(r, "c2", NULL);
+        bool reused = false;
+        for (int i = 0; i < 2; i++) {
+                assert_int_equal(nst_rs_write_prepare(r, 0, (uint64_t)i * 65536, 60 * 1024, &b,
+                                                      &data, &err), 0);
+                reused = reused || data == first;
+                memset(data, 0x10 + i, 60 * 1024);
+                fill(f->model[0], (uint64_t)i * 65536, 60 * 1024, (uint8_t)(0x10 + i));
+                assert_int_equal(nst_rs_write_queue(r, b, &err), 0);
+        }
+        assert_true(reused);
+        assert_int_equal(commit(r, "cp2"), 2);
+        assert_point_equals(f, r, 2, 0, f->model[0]);
+        assert_point_equals(f, r, 2, 1, f->model[1]);
+        assert_int_equal(nst_rs_destroy(r, &err), 0);
+        nst_rs_buffers_trim(nst_now_ms(), 0);
+}
+
 static void test_boot_export(void **state) {
         struct fixture *f = *state;
         struct nst_error err = NST_ERROR_INIT;
@@ -813,6 +858,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_interrupted_merge, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_two_step_write, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_boot_export, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_long_directory, setup, teardown),
         };
