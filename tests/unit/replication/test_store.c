@@ -283,8 +283,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
         struct fixture *f = *state;
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->root);
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "umount %s/small 2>/dev/null; rm -rf %s", f->root, f->root);
         assert_int_equal(system(cmd), 0);
         free(f->model[0]);
         free(f->model[1]);
@@ -790,6 +790,63 @@ static void test_two_step_write(void **state) {
         nst_rs_buffers_trim(nst_now_ms(), 0);
 }
 
+/* The target's file system fills up mid-cycle: the cycle fails with
+ * InsufficientStorage, the committed point is untouched, the aborted
+ * cycle's files are gone (their space given back) and a later cycle that
+ * fits commits. Needs root for the small tmpfs. */
+static void test_disk_full(void **state) {
+        struct fixture *f = *state;
+        struct nst_error err = NST_ERROR_INIT;
+        char small[128], cmd[256];
+        snprintf(small, sizeof(small), "%s/small", f->root);
+        assert_int_equal(mkdir(small, 0700), 0);
+        snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=10m nestor-test %s 2>/dev/null",
+                 small);
+        if (system(cmd) != 0)
+                skip(); /* not root */
+        snprintf(f->dir, sizeof(f->dir), "%s/replica", small);
+        struct nst_rs_replica *r = create_two(f, false);
+        begin(r, "c1", NULL);
+        put(f, r, 0, 0, MIB, 0x31);
+        assert_int_equal(commit(r, "cp1"), 1);
+        uint8_t *p1 = malloc(DISK_SIZE);
+        assert_non_null(p1);
+        memcpy(p1, f->model[0], DISK_SIZE);
+
+        begin(r, "c2", NULL);
+        uint8_t *buf = malloc(MIB);
+        assert_non_null(buf);
+        memset(buf, 0x32, MIB);
+        int rc = 0;
+        for (unsigned d = 0; d < 2 && rc == 0; d++)
+                for (uint64_t off = 0; off < DISK_SIZE && rc == 0; off += MIB)
+                        rc = nst_rs_write(r, d, off, buf, MIB, &err);
+        free(buf);
+        if (rc == 0) {
+                struct nst_rs_point p = {.time_ms = 1700000000000, .checkpoint = "cp2"};
+                uint64_t id = 0;
+                rc = nst_rs_cycle_commit(r, &p, &id, &err);
+        }
+        assert_int_equal(rc, -ENOSPC);
+        assert_string_equal(err.cls, "InsufficientStorage");
+        nst_rs_cycle_abort(r, false);
+        assert_int_equal(nst_rs_point_count(r), 1);
+        assert_point_equals(f, r, 1, 0, p1);
+        assert_point_equals(f, r, 1, 1, f->model[1]);
+        char names[1024];
+        list_dir(f, names, sizeof(names));
+        assert_null(strstr(names, "partial"));
+
+        memcpy(f->model[0], p1, DISK_SIZE);
+        free(p1);
+        begin(r, "c3", NULL);
+        put(f, r, 1, 2 * MIB, MIB, 0x33);
+        assert_int_equal(commit(r, "cp3"), 2);
+        assert_point_equals(f, r, 2, 0, f->model[0]);
+        assert_point_equals(f, r, 2, 1, f->model[1]);
+        assert_int_equal(nst_rs_destroy(r, &err), 0);
+}
+
 static void test_boot_export(void **state) {
         struct fixture *f = *state;
         struct nst_error err = NST_ERROR_INIT;
@@ -859,6 +916,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_corrupt_state, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_two_step_write, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_boot_export, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_long_directory, setup, teardown),
         };
