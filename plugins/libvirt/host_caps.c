@@ -257,12 +257,10 @@ static int collect_text(xmlXPathContextPtr ctx, const char *expr, struct nst_str
 int nst_host_caps_parse_capabilities(struct nst_host_caps *c, const char *xml,
                                      struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, "host capabilities", "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(xml, "host capabilities", "HypervisorError", &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
-        if (!ctx)
-                return oom(err);
         if (c->vendor == NST_VENDOR_UNKNOWN) {
                 _cleanup_free_ char *v = nst_xpath_string(ctx, NULL,
                                                           "string(/capabilities/host/cpu/vendor)");
@@ -293,12 +291,10 @@ static int mode_supported(xmlXPathContextPtr ctx, const char *mode) {
 int nst_host_caps_parse_domcaps(struct nst_host_caps *c, const char *xml,
                                 struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, "domain capabilities", "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(xml, "domain capabilities", "HypervisorError", &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
-        if (!ctx)
-                return oom(err);
         c->domcaps_known = true;
         c->mode_host_passthrough = mode_supported(ctx, "host-passthrough");
         c->mode_host_model = mode_supported(ctx, "host-model");

@@ -84,6 +84,22 @@ xmlXPathContextPtr nst_xpath_new(xmlDocPtr doc) {
         return ctx;
 }
 
+int nst_xml_parse_xpath(const char *xml, const char *what, const char *cls, xmlDocPtr *ret_doc,
+                        xmlXPathContextPtr *ret_ctx, struct nst_error *err) {
+        xmlDocPtr doc = NULL;
+        int r = nst_xml_parse(xml, what, cls, &doc, err);
+        if (r < 0)
+                return r;
+        xmlXPathContextPtr ctx = nst_xpath_new(doc);
+        if (!ctx) {
+                xmlFreeDoc(doc);
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        }
+        *ret_doc = doc;
+        *ret_ctx = ctx;
+        return 0;
+}
+
 static xmlXPathObjectPtr eval(xmlXPathContextPtr ctx, xmlNodePtr node, const char *expr) {
         xmlNodePtr saved = ctx->node;
         ctx->node = node ? node : (xmlNodePtr)ctx->doc;

@@ -35,6 +35,11 @@ NST_DEFINE_CLEANUP(xmlXPathObject, xmlXPathFreeObject)
 /* A context for doc with the prefix "n" bound to Nestor's metadata namespace. */
 xmlXPathContextPtr nst_xpath_new(xmlDocPtr doc);
 
+/* nst_xml_parse, then nst_xpath_new on the document: both the caller's
+ * (set only on success). */
+int nst_xml_parse_xpath(const char *xml, const char *what, const char *cls, xmlDocPtr *ret_doc,
+                        xmlXPathContextPtr *ret_ctx, struct nst_error *err);
+
 /* The string value of expr relative to node (NULL = document); "" when the
  * expression selects nothing. Owned by the caller (free()); NULL only when
  * out of memory or the expression is invalid. */

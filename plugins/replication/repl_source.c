@@ -165,12 +165,12 @@ int nst_src_list_disks(virDomainPtr dom, struct nst_src_disk_info **ret, size_t 
                 return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the XML of %s",
                                     dn);
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, "domain XML", "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(xml, "domain XML", "HypervisorError", &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
         _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr nodes =
-                ctx ? nst_xpath_nodes(ctx, NULL, "/domain/devices/disk") : NULL;
+                nst_xpath_nodes(ctx, NULL, "/domain/devices/disk");
         if (!nodes)
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         size_t n = (size_t)nst_xpath_count(nodes);
@@ -425,12 +425,12 @@ static int read_exports(struct nst_src_job *j, bool incremental, struct nst_erro
                 return nst_lv_error(err, -EIO, "HypervisorError",
                                     "cannot read the backup job of %s", j->name);
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, "backup XML", "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(xml, "backup XML", "HypervisorError", &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
         _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr nodes =
-                ctx ? nst_xpath_nodes(ctx, NULL, "/domainbackup/disks/disk") : NULL;
+                nst_xpath_nodes(ctx, NULL, "/domainbackup/disks/disk");
         if (!nodes)
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         for (int i = 0; i < nst_xpath_count(nodes); i++) {

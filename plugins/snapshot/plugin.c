@@ -522,15 +522,13 @@ static int schedule_read(struct instance *i, struct stored_schedule *ret, struct
                                     "cannot read the snapshot schedule of %s", i->name);
         }
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(md, "snapshot schedule", "InvalidMetadata", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(md, "snapshot schedule", "InvalidMetadata", &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
-        _cleanup_free_ char *created = ctx ? nst_xpath_string(ctx, NULL, "string(/*/@created)")
-                                           : NULL;
-        _cleanup_free_ char *last = ctx ? nst_xpath_string(ctx, NULL, "string(/*/@last_run)")
-                                        : NULL;
-        _cleanup_free_ char *text = ctx ? nst_xpath_string(ctx, NULL, "string(/*)") : NULL;
+        _cleanup_free_ char *created = nst_xpath_string(ctx, NULL, "string(/*/@created)");
+        _cleanup_free_ char *last = nst_xpath_string(ctx, NULL, "string(/*/@last_run)");
+        _cleanup_free_ char *text = nst_xpath_string(ctx, NULL, "string(/*)");
         json_object *j = text ? json_tokener_parse(text) : NULL;
         *ret = (struct stored_schedule){0};
         r = j ? nst_schedule_parse(j, &ret->schedule, err)

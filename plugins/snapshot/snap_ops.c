@@ -467,18 +467,22 @@ static int dom_disks_read(xmlXPathContextPtr ctx, xmlNodePtr domain, struct dom_
         return 0;
 }
 
-static int domain_disks(virDomainPtr dom, unsigned flags, struct dom_disks *ret,
-                        struct nst_error *err) {
+/* The domain's XML (virDomainGetXMLDesc flags), parsed, with a context. */
+static int domain_xml(virDomainPtr dom, unsigned flags, xmlDocPtr *ret_doc,
+                      xmlXPathContextPtr *ret_ctx, struct nst_error *err) {
         _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, flags);
         if (!xml)
                 return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the domain XML");
+        return nst_xml_parse_xpath(xml, "domain", "HypervisorError", ret_doc, ret_ctx, err);
+}
+
+static int domain_disks(virDomainPtr dom, unsigned flags, struct dom_disks *ret,
+                        struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, "domain", "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = domain_xml(dom, flags, &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
-        if (!ctx)
-                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         return dom_disks_read(ctx, xmlDocGetRootElement(doc), ret, err);
 }
 
@@ -516,12 +520,10 @@ static int snap_info_parse(const char *xml, struct snap_info **ret, struct nst_e
         if (!s || !(s->xml = strdup(xml)))
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, "snapshot", "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(xml, "snapshot", "HypervisorError", &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
-        if (!ctx)
-                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         _cleanup_free_ char *created = nst_xpath_string(ctx, NULL, "string(/domainsnapshot/creationTime)");
         _cleanup_free_ char *mem = nst_xpath_string(ctx, NULL,
                                                     "string(/domainsnapshot/memory/@snapshot)");
@@ -902,16 +904,11 @@ static int snapshot_xml(const struct nst_snap_create_opts *o, const struct plan 
  * (*why says how), <0 error. */
 static int agent_connected(const struct nst_snap_env *env, const char **why,
                            struct nst_error *err) {
-        _cleanup_free_ char *xml = virDomainGetXMLDesc(env->dom, 0);
-        if (!xml)
-                return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the domain XML");
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, "domain", "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = domain_xml(env->dom, 0, &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
-        if (!ctx)
-                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         _cleanup_free_ char *state = nst_xpath_string(
                 ctx, NULL,
                 "string(/domain/devices/channel/target[@name='org.qemu.guest_agent.0']/@state)");
@@ -1336,10 +1333,10 @@ static int xml_set_sources(const char *xml, const char *what, const char *disks_
                            const char *dev_expr, char *const *devs, char *const *files, size_t n,
                            char **ret, struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
-        int r = nst_xml_parse(xml, what, "HypervisorError", &doc, err);
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(xml, what, "HypervisorError", &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = nst_xpath_new(doc);
         _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr set =
                 ctx ? nst_xpath_nodes(ctx, NULL, disks_expr) : NULL;
         if (!set)
