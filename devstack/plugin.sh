@@ -5,14 +5,14 @@
 #   stack pre-install   check the checkout and the libvirt type before the long steps
 #   stack install       build with CMake from $NESTOR_DIR, `sudo cmake --install`
 #   stack post-config   write $NESTOR_CONF from devstack's variables
-#   stack extra         run nestor-agent as devstack@n-nestor, wait for its answer
+#   stack extra         run nestor-agent as devstack@nestor, wait for its answer
 #   stack test-config   nothing (no tempest plugin)
 #   unstack             stop the agent
 #   clean               remove the config, the state, what was installed, the build
 #
 # The packages to build and run it are in devstack/files/debs/nestor, which
 # devstack installs before any phase. Everything is skipped unless service
-# n-nestor is enabled (devstack/settings enables it).
+# nestor is enabled (devstack/settings enables it).
 
 # devstack runs with xtrace on and expects it back as it was.
 _XTRACE_NESTOR=$(set +o | grep xtrace)
@@ -116,7 +116,7 @@ function configure_nestor {
         iniset "$NESTOR_CONF" DEFAULT plugin_dir "$NESTOR_PLUGIN_DIR"
         iniset "$NESTOR_CONF" DEFAULT enabled_plugins "$NESTOR_PLUGINS"
         iniset "$NESTOR_CONF" DEFAULT debug "$NESTOR_DEBUG"
-        # stderr goes to the journal: journalctl -u devstack@n-nestor.
+        # stderr goes to the journal: journalctl -u devstack@nestor.
         iniset "$NESTOR_CONF" DEFAULT use_syslog False
         if [[ -n ${RABBIT_HEARTBEAT_TIMEOUT_THRESHOLD:-} ]]; then
                 iniset "$NESTOR_CONF" oslo_messaging_rabbit heartbeat_timeout_threshold \
@@ -145,7 +145,7 @@ function _nestor_wait_for_agent {
                 --timeout 5 call ping >/dev/null; do
                 if ((SECONDS >= deadline)); then
                         die $LINENO "nestor-agent did not answer a ping within" \
-                                "${NESTOR_START_TIMEOUT}s: journalctl -u devstack@n-nestor"
+                                "${NESTOR_START_TIMEOUT}s: journalctl -u devstack@nestor"
                 fi
                 sleep 1
         done
@@ -153,7 +153,7 @@ function _nestor_wait_for_agent {
 
 function start_nestor {
         # run_process: service, absolute command (no sudo), group, user.
-        run_process n-nestor "$NESTOR_BIN_DIR/nestor-agent --config-file $NESTOR_CONF" \
+        run_process nestor "$NESTOR_BIN_DIR/nestor-agent --config-file $NESTOR_CONF" \
                 "" "$NESTOR_USER"
         if ((NESTOR_START_TIMEOUT > 0)); then
                 _nestor_wait_for_agent
@@ -161,7 +161,7 @@ function start_nestor {
 }
 
 function stop_nestor {
-        stop_process n-nestor
+        stop_process nestor
 }
 
 # ---- clean ----
@@ -180,7 +180,7 @@ function cleanup_nestor {
 
 # ---- dispatch ----
 
-if is_service_enabled n-nestor; then
+if is_service_enabled nestor; then
         case $1 in
         stack)
                 case $2 in

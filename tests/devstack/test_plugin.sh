@@ -84,6 +84,10 @@ devstack() {
                         source "$2/tests/devstack/fake-devstack.sh"
                         eval "$LOCALRC"
                         source "$plugin/settings"
+                        # devstack counts any n-* service as nova.
+                        if is_service_enabled nova; then
+                                echo "settings: nova counts as enabled" >>"$FAKE_DEVSTACK_LOG"
+                        fi
                         case $script in
                         stack)
                                 set -o errexit
@@ -187,7 +191,7 @@ expect_documented_options
 [[ $(stat -c %a "$root/opt/stack/data/nestor" 2>/dev/null) == 711 ]] ||
         fail "the state directory is not 0711"
 expect_call "sudo install -d -o $(id -un) -m 0711 $root/opt/stack/data/nestor"
-expect_call "run_process n-nestor|$root/usr/local/bin/nestor-agent --config-file $(conf)||$(id -un)"
+expect_call "run_process nestor|$root/usr/local/bin/nestor-agent --config-file $(conf)||$(id -un)"
 expect_call "nestorctl --config-file $(conf) --host $(hostname) --timeout 5 call ping"
 if [[ $(id -un) != root ]] && getent group libvirt >/dev/null; then
         expect_call "add_user_to_group $(id -un) libvirt"
@@ -202,7 +206,7 @@ grep -q '^+.*configure_nestor' "$root/stack.out" || fail "the phases did not run
 [[ $(stat -c %U "$(conf)") == "$(id -un)" ]] || fail "the config is not owned by STACK_USER"
 
 devstack unstack || fail "unstack failed: $(tail -5 "$root/unstack.out")"
-expect_call "stop_process n-nestor"
+expect_call "stop_process nestor"
 [[ -f $(conf) ]] || fail "unstack removed the config"
 
 mkdir -p "$root/opt/stack/data/nestor/instances/x"
@@ -244,7 +248,7 @@ expect_value DEFAULT debug False
 expect_value oslo_messaging_rabbit heartbeat_timeout_threshold 30
 expect_documented_options
 expect_call "nestorctl --config-file $(conf) --host compute-7 --timeout 5 call ping"
-expect_call "run_process n-nestor|$root/usr/local/bin/nestor-agent --config-file $(conf)||nobody"
+expect_call "run_process nestor|$root/usr/local/bin/nestor-agent --config-file $(conf)||nobody"
 expect_call "sudo install -d -o nobody -m 0711 $root/opt/stack/data/nestor"
 expect_call "sudo install -d -o $(id -un) $root/etc/nestor"
 if getent group libvirt >/dev/null; then
@@ -288,6 +292,15 @@ devstack stack ENABLED_SERVICES=n-cpu RABBIT_HOST= RABBIT_PASSWORD= \
         fail "stack failed: $(tail -5 "$root/stack.out")"
 expect_value DEFAULT transport_url rabbit://u:p@broker:5672/
 
+# A node with Nestor and a broker but no nova: enabling Nestor must not make
+# devstack count nova as enabled (it does so for any n-* service).
+new_case without-nova
+devstack stack ENABLED_SERVICES=rabbit || fail "stack failed: $(tail -5 "$root/stack.out")"
+expect_call "run_process nestor|$root/usr/local/bin/nestor-agent --config-file $(conf)||$(id -un)"
+if grep -q "nova counts as enabled" "$log"; then
+        fail "enabling nestor made devstack think nova is enabled"
+fi
+
 # A RabbitMQ on another node (a multi-node compute): RABBIT_HOST names it.
 new_case remote-rabbit
 devstack stack ENABLED_SERVICES=n-cpu RABBIT_HOST=192.0.2.1 RABBIT_PASSWORD=pw ||
@@ -299,26 +312,26 @@ new_case no-answer
 if devstack stack FAKE_NESTORCTL_STATUS=3 NESTOR_START_TIMEOUT=1; then
         fail "stack succeeded with an agent that does not answer"
 fi
-grep -q "did not answer a ping within 1s: journalctl -u devstack@n-nestor" "$root/stack.out" ||
+grep -q "did not answer a ping within 1s: journalctl -u devstack@nestor" "$root/stack.out" ||
         fail "no reason given"
 devstack stack FAKE_NESTORCTL_STATUS=3 NESTOR_START_TIMEOUT=0 ||
         fail "NESTOR_START_TIMEOUT=0 still waits"
 
-# n-nestor disabled in local.conf: settings cannot enable it again, and
+# nestor disabled in local.conf: settings cannot enable it again, and
 # no phase does anything.
 new_case disabled
 mkdir -p "$root/etc/nestor"
 echo "[DEFAULT]" >"$root/etc/nestor/nestor.conf"
-LOCALRC="disable_service n-nestor" devstack stack ||
+LOCALRC="disable_service nestor" devstack stack ||
         fail "stack failed: $(tail -5 "$root/stack.out")"
-LOCALRC="disable_service n-nestor" devstack unstack || fail "unstack failed"
-LOCALRC="disable_service n-nestor" devstack clean || fail "clean failed"
+LOCALRC="disable_service nestor" devstack unstack || fail "unstack failed"
+LOCALRC="disable_service nestor" devstack clean || fail "clean failed"
 for call in cmake sudo iniset run_process nestorctl stop_process summary; do
         expect_no_call "$call"
 done
 [[ $(cat "$(conf)") == "[DEFAULT]" ]] || fail "a disabled plugin touched the config"
-grep -q "^warn Attempt to enable_service n-nestor when it has been disabled" "$log" ||
-        fail "settings did not try (and fail) to enable n-nestor"
+grep -q "^warn Attempt to enable_service nestor when it has been disabled" "$log" ||
+        fail "settings did not try (and fail) to enable nestor"
 
 # Sourced with xtrace off, the plugin traces its own commands and turns
 # xtrace off again.
@@ -326,7 +339,7 @@ new_case xtrace-off
 FAKE_XTRACE=off devstack unstack || fail "unstack failed"
 expect_call "xtrace before: set +o xtrace"
 expect_call "xtrace after: set +o xtrace"
-grep -q '^+.*stop_process n-nestor' "$root/unstack.out" || fail "the plugin did not trace itself"
+grep -q '^+.*stop_process nestor' "$root/unstack.out" || fail "the plugin did not trace itself"
 
 if ((failures)); then
         echo "devstack plugin: $failures failure(s)" >&2
