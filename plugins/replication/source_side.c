@@ -552,6 +552,15 @@ static int hello(struct cycle *c, struct nst_error *err) {
                                o->connect_timeout_ms, &c->ch, err);
         if (r < 0)
                 return r;
+        /* Certificates: the CA vouches for a node, the name says which; only
+         * the replication's target may receive its disks (the target checks
+         * the source's name the same way). */
+        if (o->tls.cert_file && strcmp(nst_rc_conn_identity(c->ch), c->cfg.target_host) != 0)
+                return nst_error_set(err, -EACCES, "AuthenticationFailed",
+                                     "%s presented a certificate for %s, but replication %s goes "
+                                     "to %s; nothing was sent",
+                                     nst_rc_conn_peer(c->ch), nst_rc_conn_identity(c->ch),
+                                     c->cfg.id, c->cfg.target_host);
         nst_rc_set_timeout(c->ch, o->io_timeout_ms);
         nst_rc_set_rate_limit(c->ch, c->cfg.bandwidth);
         json_object *h = json_object_new_object(), *disks = json_object_new_array();

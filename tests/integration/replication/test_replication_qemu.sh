@@ -22,7 +22,10 @@
 #   8. test failover and cleanup while replication goes on;
 #   9. failover refused while the primary runs, refused while the probe
 #      answers, done once it is stopped; the recovered VM's NICs are down,
-#      then connected; no committed point, force without a reason: errors.
+#      then connected; no committed point, force without a reason: errors;
+#  10. certificates instead of pre-shared keys: a cycle goes through; a
+#      source or a target whose certificate (same CA) names another node
+#      is refused, and nothing changes on the target.
 #
 # Needs root; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_qemu.sh BUILD_DIR
@@ -104,7 +107,11 @@ test -e "$work/primary-up"
 EOF
 chmod 755 "$work/probe.sh"
 
-write_conf() { # write_conf FILE HOST STATE PORT
+write_conf() { # write_conf FILE HOST STATE PORT [CERT]: CERT = $work/pki/CERT.{pem,key}
+        local tls=
+        [ -n "${5:-}" ] && tls="cert_file = $work/pki/$5.pem
+key_file = $work/pki/$5.key
+ca_file = $work/pki/ca.pem"
         cat >"$1" <<EOF
 [DEFAULT]
 transport_url = rabbit://guest:guest@localhost:5672/
@@ -124,6 +131,7 @@ rpc_timeout = 8
 primary_check_timeout = 5
 io_timeout = 20
 probe_command = $work/probe.sh {address}
+$tls
 [oslo_messaging_rabbit]
 rabbit_retry_interval = 0.1
 EOF
@@ -467,4 +475,56 @@ call_b replication_connect_network "{\"replication\": \"$uuid\"}" >/dev/null || 
 virsh -c "$uri" domif-getlink "$rvm" "$mac" | grep -q up || fail "the recovered NIC is not up"
 expect_error b ReplicationFailedOver "already failed over" replication_failover "{\"replication\": \"$uuid\"}"
 log "failover: ok ($rvm)"
+
+# ---- 10. certificates ----
+mkdir -p "$work/pki"
+(
+        cd "$work/pki"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+                -out ca.pem -subj /CN=nestor-test-ca -days 2
+        for n in "$host_a" "$host_b" "$prefix-rogue"; do
+                openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$n.key" \
+                        -out "$n.csr" -subj "/CN=$n"
+                openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+                        -out "$n.pem" -days 2
+        done
+) >"$work/pki.out" 2>&1 || fail "making certificates: $(cat "$work/pki.out")"
+with_cert() { # with_cert a|b CERT: the site's agent restarted with that certificate
+        local h=$host_a state=$work/a port=$port_a pid=$pid_a
+        [ "$1" = b ] && h=$host_b state=$work/b port=$port_b pid=$pid_b
+        stop_agent "$pid"
+        write_conf "$work/$1.conf" "$h" "$state" "$port" "$2"
+        start_agent "$1"
+}
+# refused_cycle UUID TEXT: sync_now fails with AuthenticationFailed saying
+# TEXT, and the target's points stay as they were.
+refused_cycle() {
+        local points s
+        points=$(status_b "$1" | jget '[p["id"] for p in d["points"]]')
+        call_a replication_sync_now "{\"replication\": \"$1\"}" >/dev/null || fail "sync_now"
+        for _ in $(seq 1 300); do
+                s=$(status_a "$1")
+                [ "$(jget 'bool(d["last_error"]) and d["state"] != "syncing"' <<<"$s")" = true ] && break
+                sleep 0.2
+        done
+        [ "$(jget 'd["last_error"]["class"]' <<<"$s")" = AuthenticationFailed ] ||
+                fail "expected AuthenticationFailed: $s"
+        jget 'd["last_error"]["message"]' <<<"$s" | grep -qF "$2" || fail "expected '$2': $s"
+        [ "$(status_b "$1" | jget '[p["id"] for p in d["points"]]')" = "$points" ] ||
+                fail "points changed"
+}
+with_cert a "$host_a"
+with_cert b "$host_b"
+qemu_io "$vm2" vda "write -P 0xc1 100M 1M"
+sync_and_wait "$uuid2"
+same_as_source "$uuid2"
+with_cert a "$prefix-rogue"
+refused_cycle "$uuid2" "presented a certificate for $prefix-rogue, but replication $uuid2 comes from $host_a"
+with_cert a "$host_a"
+with_cert b "$prefix-rogue"
+refused_cycle "$uuid2" "presented a certificate for $prefix-rogue, but replication $uuid2 goes to $host_b"
+with_cert b "$host_b"
+sync_and_wait "$uuid2"
+same_as_source "$uuid2"
+log "certificates: cycle between the nodes, a rogue source and a rogue target refused, ok"
 log "PASS"
