@@ -109,11 +109,11 @@ struct repl_source {
         struct nst_sched *sched;
         uint64_t *queue;
         size_t q_len, q_cap;
-        pthread_t sched_thread;
+        pthread_t sched_thread, hint_thread;
         pthread_t *runners;
         size_t n_runners;
-        bool sched_started, stopping;
-        int64_t next_hint_ms;
+        bool sched_started, hint_started, stopping;
+        pthread_cond_t hint_wake; /* the hint thread: stopping */
         char *dir;
 };
 
@@ -1134,12 +1134,6 @@ static void *sched_main(void *arg) {
                 }
                 if (n)
                         pthread_cond_broadcast(&s->work);
-                if (now >= s->next_hint_ms) {
-                        refresh_hints_locked(s, now);
-                        s->next_hint_ms = repl_now_ms() + HINT_INTERVAL_MS;
-                        if (s->stopping)
-                                break;
-                }
                 int64_t wait = nst_sched_next_event_ms(s->sched, repl_now_ms());
                 if (wait > 1000)
                         wait = 1000;
@@ -1159,6 +1153,25 @@ static void *sched_main(void *arg) {
         return NULL;
 }
 
+/* The hints have a thread of their own: libvirt can take its time to
+ * answer, and the scheduler thread must start due cycles on time. */
+static void *hint_main(void *arg) {
+        struct repl_source *s = arg;
+        pthread_mutex_lock(&s->lock);
+        while (!s->stopping) {
+                refresh_hints_locked(s, repl_now_ms());
+                pthread_cond_broadcast(&s->wake); /* predictions may have moved */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += HINT_INTERVAL_MS / 1000;
+                while (!s->stopping &&
+                       pthread_cond_timedwait(&s->hint_wake, &s->lock, &ts) != ETIMEDOUT)
+                        ;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
 /* ---- lifecycle ---- */
 
 int repl_source_new(struct repl_plugin *p, struct repl_source **ret, struct nst_error *err) {
@@ -1169,6 +1182,7 @@ int repl_source_new(struct repl_plugin *p, struct repl_source **ret, struct nst_
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->wake, NULL);
         pthread_cond_init(&s->work, NULL);
+        pthread_cond_init(&s->hint_wake, NULL);
         *ret = s;
         return 0;
 }
@@ -1237,6 +1251,11 @@ int repl_source_start(struct repl_source *s, struct nst_error *err) {
                 return nst_error_set(err, r, "InternalError",
                                      "cannot start the replication scheduler: %s", strerror(-r));
         s->sched_started = true;
+        if ((r = -pthread_create(&s->hint_thread, NULL, hint_main, s)) < 0)
+                return nst_error_set(err, r, "InternalError",
+                                     "cannot start the replication hint thread: %s",
+                                     strerror(-r));
+        s->hint_started = true;
         return 0;
 }
 
@@ -1247,9 +1266,12 @@ void repl_source_free(struct repl_source *s) {
         s->stopping = true;
         pthread_cond_broadcast(&s->wake);
         pthread_cond_broadcast(&s->work);
+        pthread_cond_broadcast(&s->hint_wake);
         pthread_mutex_unlock(&s->lock);
         if (s->sched_started)
                 pthread_join(s->sched_thread, NULL);
+        if (s->hint_started)
+                pthread_join(s->hint_thread, NULL);
         for (size_t i = 0; i < s->n_runners; i++)
                 pthread_join(s->runners[i], NULL);
         for (size_t i = 0; i < s->n_items; i++)
@@ -1261,6 +1283,7 @@ void repl_source_free(struct repl_source *s) {
         free(s->dir);
         pthread_cond_destroy(&s->wake);
         pthread_cond_destroy(&s->work);
+        pthread_cond_destroy(&s->hint_wake);
         pthread_mutex_destroy(&s->lock);
         free(s);
 }
