@@ -536,8 +536,10 @@ static int ship(struct cycle *c, struct nst_error *err) {
                 } else {
                         size_t i = first_extent_from(c->ext[d], c->n_ext[d], from);
                         struct stream_ctx x = {c, err};
-                        r = nst_src_job_stream(c->job, d, c->ext[d] + i, c->n_ext[d] - i,
-                                               c->s->p->o.stream_depth, on_extent, &x, err);
+                        /* No extents (nothing changed) may be a NULL list. */
+                        r = nst_src_job_stream(c->job, d, c->ext[d] ? c->ext[d] + i : NULL,
+                                               c->n_ext[d] - i, c->s->p->o.stream_depth,
+                                               on_extent, &x, err);
                 }
                 if (r < 0 || (r = send_mark(c, (uint16_t)d, c->sizes[d], err)) < 0)
                         return r;
