@@ -1700,6 +1700,18 @@ static struct write_job *job_get(uint64_t length) {
         return j;
 }
 
+/* A job for length bytes at offset of disk: with a buffer unless zero. */
+static struct write_job *job_for(unsigned disk, bool zero, uint64_t offset, uint64_t length) {
+        struct write_job *j = job_get(zero ? 0 : length);
+        if (j) {
+                j->disk = disk;
+                j->zero = zero;
+                j->offset = offset;
+                j->length = length;
+        }
+        return j;
+}
+
 /* Back to the pool, or freed when it is full (or j has no buffer). */
 static void job_put(struct write_job *j) {
         unsigned c = j ? pool_class(j->capacity) : POOL_CLASSES;
@@ -1993,13 +2005,9 @@ int nst_rs_write_prepare(struct nst_rs_replica *r, unsigned disk, uint64_t offse
                 return nst_error_set(err, -EINVAL, "InvalidInput",
                                      "replica %s: empty write at %" PRIu64, r->replication,
                                      offset);
-        struct write_job *j = job_get(length);
+        struct write_job *j = job_for(disk, false, offset, length);
         if (!j)
                 return oom(err);
-        j->disk = disk;
-        j->zero = false;
-        j->offset = offset;
-        j->length = length;
         *ret = (struct nst_rs_wbuf *)j;
         *ret_data = j->data;
         return 0;
@@ -2033,13 +2041,9 @@ int nst_rs_zero(struct nst_rs_replica *r, unsigned disk, uint64_t offset, uint64
                 return e;
         if (length == 0)
                 return 0;
-        struct write_job *j = job_get(0);
+        struct write_job *j = job_for(disk, true, offset, length);
         if (!j)
                 return oom(err);
-        j->disk = disk;
-        j->zero = true;
-        j->offset = offset;
-        j->length = length;
         /* In the queue, after the writes before it, which it must not overtake. */
         return enqueue(r, j, err);
 }
