@@ -1041,26 +1041,28 @@ int nst_rc_recv_part(struct nst_rc_conn *c, void *p, size_t n, struct nst_error 
         return read_exact(c, p, n, true, err);
 }
 
-int nst_rc_recv(struct nst_rc_conn *c, struct nst_rw_header *ret_header, uint8_t **buf,
-                size_t *cap, struct nst_error *err) {
-        struct nst_rw_header h;
-        int r = nst_rc_recv_header(c, &h, err);
-
-        if (r < 0)
-                return r;
-        if (!*buf || *cap < h.length) {
-                size_t want = h.length > 0 ? h.length : 1;
+int nst_rc_recv_payload(struct nst_rc_conn *c, const struct nst_rw_header *h, uint8_t **buf,
+                        size_t *cap, struct nst_error *err) {
+        if (!*buf || *cap < h->length) {
+                size_t want = h->length > 0 ? h->length : 1;
                 uint8_t *grown = realloc(*buf, want);
 
                 if (!grown)
                         return nst_error_set(err, -ENOMEM, "MemoryError",
                                              "out of memory for a %s frame of %" PRIu32 " bytes",
-                                             nst_rw_type_name(h.type), h.length);
+                                             nst_rw_type_name(h->type), h->length);
                 *buf = grown;
                 *cap = want;
         }
-        r = read_exact(c, *buf, h.length, true, err);
-        if (r < 0)
+        return read_exact(c, *buf, h->length, true, err);
+}
+
+int nst_rc_recv(struct nst_rc_conn *c, struct nst_rw_header *ret_header, uint8_t **buf,
+                size_t *cap, struct nst_error *err) {
+        struct nst_rw_header h;
+        int r = nst_rc_recv_header(c, &h, err);
+
+        if (r < 0 || (r = nst_rc_recv_payload(c, &h, buf, cap, err)) < 0)
                 return r;
         *ret_header = h;
         return 0;

@@ -99,10 +99,13 @@ int nst_rc_recv(struct nst_rc_conn *c, struct nst_rw_header *ret_header, uint8_t
                 size_t *cap, struct nst_error *err);
 /* The same in pieces, for a receiver that puts parts of a payload in
  * different places: a frame's header, then exactly its length in one or
- * more nst_rc_recv_part calls. */
+ * more nst_rc_recv_part calls, or all of it with nst_rc_recv_payload (into
+ * *buf as nst_rc_recv does). */
 int nst_rc_recv_header(struct nst_rc_conn *c, struct nst_rw_header *ret_header,
                        struct nst_error *err);
 int nst_rc_recv_part(struct nst_rc_conn *c, void *p, size_t n, struct nst_error *err);
+int nst_rc_recv_payload(struct nst_rc_conn *c, const struct nst_rw_header *h, uint8_t **buf,
+                        size_t *cap, struct nst_error *err);
 /* Parses a JSON control payload: ProtocolError unless it is a JSON object. */
 int nst_rc_parse_json(const uint8_t *p, size_t n, json_object **ret, struct nst_error *err);
 

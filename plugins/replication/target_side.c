@@ -170,8 +170,8 @@ struct session {
         struct repl_target *t;
         struct nst_rc_conn *ch;
         struct tgt_repl *r;
-        uint8_t *buf, *dbuf;
-        size_t cap, dcap;
+        uint8_t *buf;
+        size_t cap;
 };
 
 static void send_error(struct session *s, const struct nst_error *e) {
@@ -248,17 +248,7 @@ static int session_hello(struct session *s, json_object **ret_hello, struct nst_
 
 /* Reads a frame's payload (after its header) into s->buf. */
 static int recv_payload(struct session *s, const struct nst_rw_header *h, struct nst_error *err) {
-        if (s->cap < h->length || !s->buf) {
-                size_t want = h->length > 0 ? h->length : 1;
-                uint8_t *nb = realloc(s->buf, want);
-                if (!nb)
-                        return nst_error_set(err, -ENOMEM, "MemoryError",
-                                             "out of memory for a %s frame of %" PRIu32 " bytes",
-                                             nst_rw_type_name(h->type), h->length);
-                s->buf = nb;
-                s->cap = want;
-        }
-        return nst_rc_recv_part(s->ch, s->buf, h->length, err);
+        return nst_rc_recv_payload(s->ch, h, &s->buf, &s->cap, err);
 }
 
 /* The extent header that starts a DATA or ZERO payload, checked against the
@@ -275,11 +265,23 @@ static int extent_head(struct session *s, const struct nst_rw_header *h, const u
                                    zero ? NST_RW_MAX_ZERO_EXTENT : NST_RW_MAX_EXTENT, err);
 }
 
-static int integrity_failed(const struct nst_rw_extent *e, struct nst_error *err) {
-        return nst_error_set(err, -EBADMSG, "IntegrityError",
-                             "extent at offset %llu of disk %u failed its integrity check; "
-                             "nothing of it was written",
-                             (unsigned long long)e->offset, e->disk);
+/* data (b's buffer) holds extent e when filled is not an error: it is
+ * queued if its digest matches, otherwise nothing of it is written. */
+static int queue_checked(struct session *s, const struct nst_rw_extent *e, struct nst_rs_wbuf *b,
+                         const void *data, int filled, struct nst_error *err) {
+        int rc = filled;
+        if (rc >= 0 && nst_rw_digest(data, e->length) != e->digest)
+                rc = nst_error_set(err, -EBADMSG, "IntegrityError",
+                                   "extent at offset %llu of disk %u failed its integrity check; "
+                                   "nothing of it was written",
+                                   (unsigned long long)e->offset, e->disk);
+        if (rc < 0) {
+                nst_rs_write_cancel(b);
+                return rc;
+        }
+        if ((rc = nst_rs_write_queue(s->r->rs, b, err)) >= 0)
+                __atomic_add_fetch(&s->r->cycle_bytes, e->length, __ATOMIC_RELAXED);
+        return rc;
 }
 
 /* Uncompressed DATA, the bulk of a cycle: the payload goes from the TLS
@@ -300,17 +302,12 @@ static int session_data_direct(struct session *s, const struct nst_rw_header *h,
         void *data = NULL;
         if ((rc = nst_rs_write_prepare(s->r->rs, e.disk, e.offset, e.length, &b, &data, err)) < 0)
                 return rc;
-        if ((rc = nst_rc_recv_part(s->ch, data, e.length, err)) < 0 ||
-            (nst_rw_digest(data, e.length) != e.digest && (rc = integrity_failed(&e, err)) < 0)) {
-                nst_rs_write_cancel(b);
-                return rc;
-        }
-        if ((rc = nst_rs_write_queue(s->r->rs, b, err)) >= 0)
-                __atomic_add_fetch(&s->r->cycle_bytes, e.length, __ATOMIC_RELAXED);
-        return rc;
+        rc = nst_rc_recv_part(s->ch, data, e.length, err);
+        return queue_checked(s, &e, b, data, rc, err);
 }
 
-/* ZERO, and compressed DATA (decompressed into s->dbuf first). */
+/* ZERO, and compressed DATA (decompressed straight into the store's write
+ * buffer, queued once its digest matched). */
 static int session_data(struct session *s, const struct nst_rw_header *h, struct nst_error *err) {
         struct nst_rw_extent e;
         int rc = recv_payload(s, h, err);
@@ -318,23 +315,13 @@ static int session_data(struct session *s, const struct nst_rw_header *h, struct
                 return rc;
         if (h->type == NST_RW_ZERO)
                 return nst_rs_zero(s->r->rs, e.disk, e.offset, e.length, err);
-        const uint8_t *payload = s->buf + NST_RW_EXTENT_SIZE;
-        size_t plen = h->length - NST_RW_EXTENT_SIZE;
-        if (s->dcap < e.length) {
-                uint8_t *nb = realloc(s->dbuf, e.length);
-                if (!nb)
-                        return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
-                s->dbuf = nb;
-                s->dcap = e.length;
-        }
-        if ((rc = nst_rw_decompress(payload, plen, s->dbuf, e.length, err)) < 0)
+        struct nst_rs_wbuf *b = NULL;
+        void *data = NULL;
+        if ((rc = nst_rs_write_prepare(s->r->rs, e.disk, e.offset, e.length, &b, &data, err)) < 0)
                 return rc;
-        if (nst_rw_digest(s->dbuf, e.length) != e.digest)
-                return integrity_failed(&e, err);
-        rc = nst_rs_write(s->r->rs, e.disk, e.offset, s->dbuf, e.length, err);
-        if (rc >= 0)
-                __atomic_add_fetch(&s->r->cycle_bytes, e.length, __ATOMIC_RELAXED);
-        return rc;
+        rc = nst_rw_decompress(s->buf + NST_RW_EXTENT_SIZE, h->length - NST_RW_EXTENT_SIZE,
+                               data, e.length, err);
+        return queue_checked(s, &e, b, data, rc, err);
 }
 
 static int session_hashes(struct session *s, const struct nst_rw_header *h,
@@ -552,7 +539,6 @@ static void *session_main(void *arg) {
         }
         nst_rc_close(s->ch);
         free(s->buf);
-        free(s->dbuf);
         struct repl_target *t = s->t;
         free(s);
         pthread_mutex_lock(&t->lock);
