@@ -16,7 +16,23 @@ rounds=${2:-3}
 uri=qemu:///system
 prefix="nestor-bench-$$"
 exchange="nestor_bench_$$"
-port_b=$((20000 + $$ % 20000))
+read -r port_a port_b <<<"$(/usr/bin/python3 -c 'import random, socket
+# Two ports free now, below the ephemeral range (no outgoing connection
+# takes them while agents restart); a port derived from the pid once hit
+# RabbitMQ'"'"'s own 25672.
+def free(p):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+            return True
+        except OSError:
+            return False
+ports = []
+while len(ports) < 2:
+    p = random.randrange(20000, 32000)
+    if p not in ports and free(p):
+        ports.append(p)
+print(*ports)')"
 work=$(mktemp -d /tmp/nestor-bench.XXXXXX)
 chmod 755 "$work"
 pids=()
@@ -42,7 +58,7 @@ for _ in $(seq 1 60); do uri_ok && break; sleep 0.5; done
 
 for site in a b; do
         port=$port_b
-        [ $site = a ] && port=$((port_b + 1))
+        [ $site = a ] && port=$port_a
         cat >"$work/$site.conf" <<EOF
 [DEFAULT]
 transport_url = rabbit://guest:guest@localhost:5672/
