@@ -58,6 +58,9 @@ int nst_disks_create(const char *qemu_img, const char *instances_path,
  * symbolic links. A directory that does not exist is not an error. */
 int nst_instance_dir_remove(const char *instances_path, const char *uuid, struct nst_error *err);
 
+/* Where Debian installs qemu-img (the replication plugin's images). */
+#define NST_QEMU_IMG "/usr/bin/qemu-img"
+
 /* Runs argv[0] (an absolute path) with argv, stdin from /dev/null, stdout
  * and stderr into out (NUL-terminated, cut at out_size - 1; the rest is
  * read and dropped), no other descriptors, default signal handling. Killed

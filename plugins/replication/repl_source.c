@@ -16,6 +16,7 @@
  * full job can start a new chain. */
 #include "plugins/replication/repl_source.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -31,10 +32,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent/fs_util.h"
 #include "messages/json_util.h"
+#include "plugins/libvirt/disks.h"
 #include "plugins/libvirt/lv_util.h"
 #include "plugins/libvirt/xml_writer.h"
 
@@ -58,6 +61,7 @@
 #define CHECKPOINT_NAME_MAX 64
 #define THAW_ATTEMPTS 3
 #define SOCKET_NAME "nbd.sock"
+#define SPARE_TIMEOUT_MS 30000
 #define DIRTY_CONTEXT_PREFIX "qemu:dirty-bitmap:"
 #define QMP_OUT_MAX (4 * MIB)
 
@@ -77,6 +81,7 @@ struct nst_src_job {
         virDomainPtr dom;     /* a reference of our own */
         const char *name;     /* dom's, for messages */
         char *new_checkpoint;
+        char *scratch_dir;    /* set when the scratch files are ours to remove */
         bool running;         /* the libvirt job is ours to abort */
         char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
         size_t n;
@@ -319,17 +324,155 @@ static int prepare_run_dir(const char *run_dir, char *socket, size_t socket_size
         return 0;
 }
 
+/* A job's scratch file: one libvirt creates (and removes, sometimes after
+ * the job's end returned), or a spare we made, under a name of its own. */
 static int scratch_path(char *buf, size_t size, const char *run_dir, const char *disk,
-                        struct nst_error *err) {
-        int n = snprintf(buf, size, "%s/scratch-%s.qcow2", run_dir, disk);
+                        bool spare, struct nst_error *err) {
+        int n = snprintf(buf, size, "%s/scratch-%s%s.qcow2", run_dir, disk,
+                         spare ? ".spare" : "");
         if (n < 0 || (size_t)n >= size)
                 return nst_error_set(err, -ENAMETOOLONG, "InvalidInput",
                                      "run_dir %s is too long", run_dir);
         return 0;
 }
 
+/* ---- spare scratch files ----
+ * A scratch file must be empty (its clusters shadow the disk in the export)
+ * and exactly the disk's size (QEMU refuses a backup target of another
+ * size), so a spare is named by its size and used once: a job that takes it
+ * renames it to scratch-<disk>.spare.qcow2 and removes it when it ends
+ * (libvirt leaves files it did not create); one left by a killed agent is
+ * removed as stale, never taken again. */
+
+#define SPARE_PREFIX "spare-"
+
+/* A target dev as it may appear in a file name. */
+static bool dev_name_ok(const char *disk) {
+        size_t n = disk ? strlen(disk) : 0;
+        return n > 0 && n < sizeof(((struct nst_src_disk_info *)0)->name) &&
+               strchr(disk, '/') == NULL && disk[0] != '.';
+}
+
+static int spare_path(char *buf, size_t size, const char *run_dir, const char *disk,
+                      uint64_t disk_size) {
+        int n = snprintf(buf, size, "%s/" SPARE_PREFIX "%s-%" PRIu64 ".qcow2", run_dir, disk,
+                         disk_size);
+        return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* Removes run_dir's spares of disk (of another size, half made), but keep. */
+static void remove_spares(const char *run_dir, const char *disk, const char *keep) {
+        _cleanup_closedir_ DIR *dir = opendir(run_dir);
+        if (!dir)
+                return;
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), SPARE_PREFIX "%s-", disk);
+        struct dirent *e;
+        while ((e = readdir(dir)))
+                if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 &&
+                    strcmp(e->d_name, keep) != 0)
+                        (void)unlinkat(dirfd(dir), e->d_name, 0);
+}
+
+int nst_src_scratch_prepare(const char *run_dir, const char *disk, uint64_t size,
+                            struct nst_error *err) {
+        char path[PATH_MAX], tmp[PATH_MAX + 8];
+        if (!run_dir || run_dir[0] != '/' || !dev_name_ok(disk) || size == 0 ||
+            spare_path(path, sizeof(path), run_dir, disk, size) < 0)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "no spare scratch for disk %s of %" PRIu64 " bytes in %s",
+                                     disk ? disk : "(null)", size, run_dir ? run_dir : "(null)");
+        remove_spares(run_dir, disk, strrchr(path, '/') + 1);
+        if (access(path, F_OK) == 0)
+                return 0;
+        /* Made under another name first: a spare never exists half made. */
+        snprintf(tmp, sizeof(tmp), "%s.new", path);
+        char size_s[32], out[1024];
+        snprintf(size_s, sizeof(size_s), "%" PRIu64, size);
+        const char *argv[] = {NST_QEMU_IMG, "create", "-q", "-f", "qcow2", tmp, size_s, NULL};
+        int status = 0;
+        int r = nst_run(argv, out, sizeof(out), SPARE_TIMEOUT_MS, &status, err);
+        if (r < 0)
+                return r;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                (void)unlink(tmp);
+                return nst_error_set(err, -EIO, "StorageError",
+                                     "cannot create the spare scratch %s: %.300s", tmp, out);
+        }
+        uid_t uid;
+        gid_t gid;
+        if ((geteuid() == 0 && lookup_qemu_owner(&uid, &gid) == 0 && chown(tmp, uid, gid) < 0) ||
+            rename(tmp, path) < 0) {
+                r = nst_error_set(err, -errno, "StorageError", "cannot make the spare %s: %s",
+                                  path, strerror(errno));
+                (void)unlink(tmp);
+                return r;
+        }
+        return 0;
+}
+
+void nst_src_run_dir_remove(const char *run_dir) {
+        _cleanup_closedir_ DIR *dir = opendir(run_dir);
+        struct dirent *e;
+        /* Spares, and what an interrupted job left: its socket, scratch files. */
+        while (dir && (e = readdir(dir)))
+                if (e->d_name[0] != '.')
+                        (void)unlinkat(dirfd(dir), e->d_name, 0);
+        (void)rmdir(run_dir);
+}
+
+/* A scratch file a job took from the spares. */
+static void remove_taken_spare(const char *run_dir, const char *disk) {
+        char scratch[PATH_MAX];
+        if (scratch_path(scratch, sizeof(scratch), run_dir, disk, true, NULL) == 0)
+                (void)unlink(scratch);
+}
+
+static void remove_taken_spares(const struct nst_src_job_opts *o, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                remove_taken_spare(o->run_dir, o->disks[i]);
+}
+
+/* Scratch files of a job that did not end (agent killed): libvirt does not
+ * reuse one, and a spare that served a job holds its copied data. */
+static int remove_stale_scratch(const struct nst_src_job_opts *o, struct nst_error *err) {
+        for (size_t i = 0; i < o->n_disks; i++)
+                for (int spare = 0; spare < 2; spare++) {
+                        char scratch[PATH_MAX];
+                        int r = scratch_path(scratch, sizeof(scratch), o->run_dir, o->disks[i],
+                                             spare, err);
+                        if (r < 0)
+                                return r;
+                        if (unlink(scratch) < 0 && errno != ENOENT)
+                                return nst_error_set(err, -errno, "ReplicationFailed",
+                                                     "cannot remove the stale %s: %s", scratch,
+                                                     strerror(errno));
+                }
+        return 0;
+}
+
+/* Takes a spare of the right size for each disk, all or none. */
+static bool take_spares(const struct nst_src_job_opts *o) {
+        if (!o->sizes)
+                return false;
+        size_t taken = 0;
+        for (; taken < o->n_disks; taken++) {
+                char spare[PATH_MAX], scratch[PATH_MAX];
+                if (spare_path(spare, sizeof(spare), o->run_dir, o->disks[taken],
+                               o->sizes[taken]) < 0 ||
+                    scratch_path(scratch, sizeof(scratch), o->run_dir, o->disks[taken], true,
+                                 NULL) < 0 ||
+                    rename(spare, scratch) < 0)
+                        break;
+        }
+        if (taken == o->n_disks)
+                return true;
+        remove_taken_spares(o, taken);
+        return false;
+}
+
 static int backup_xml(const struct nst_src_job_opts *o, const char *socket,
-                      const struct nst_src_disk_info *d, size_t n, char **ret,
+                      const struct nst_src_disk_info *d, size_t n, bool spares, char **ret,
                       struct nst_error *err) {
         struct nst_xw w;
         nst_xw_init(&w, 1024);
@@ -351,16 +494,11 @@ static int backup_xml(const struct nst_src_job_opts *o, const char *socket,
                         continue;
                 }
                 char scratch[PATH_MAX];
-                int r = scratch_path(scratch, sizeof(scratch), o->run_dir, d[i].name, err);
+                int r = scratch_path(scratch, sizeof(scratch), o->run_dir, d[i].name, spares,
+                                     err);
                 if (r < 0) {
                         nst_xw_release(&w);
                         return r;
-                }
-                if (unlink(scratch) < 0 && errno != ENOENT) {
-                        nst_xw_release(&w);
-                        return nst_error_set(err, -errno, "ReplicationFailed",
-                                             "cannot remove the stale %s: %s", scratch,
-                                             strerror(errno));
                 }
                 nst_xw_attr(&w, "backup", "yes");
                 nst_xw_attr(&w, "type", "file");
@@ -527,6 +665,8 @@ static int job_teardown(struct nst_src_job *j, bool success, struct nst_error *e
                                  "cannot end the backup job of %s", j->name);
         if (j->socket[0] != '\0')
                 (void)unlink(j->socket);
+        for (size_t i = 0; j->scratch_dir && i < j->n; i++)
+                remove_taken_spare(j->scratch_dir, j->disks[i].name);
         if (!success && j->running && j->new_checkpoint) {
                 struct nst_error e = NST_ERROR_INIT;
                 int rd = delete_checkpoint(j->dom, j->new_checkpoint, &e);
@@ -538,6 +678,7 @@ static int job_teardown(struct nst_src_job *j, bool success, struct nst_error *e
         }
         virDomainFree(j->dom);
         free(j->new_checkpoint);
+        free(j->scratch_dir);
         free(j);
         return r;
 }
@@ -563,13 +704,14 @@ static int job_new(virDomainPtr dom, const struct nst_src_job_opts *o, struct ns
 
 /* BackupBegin bracketed by freeze/thaw; the thaw happens on every path. */
 static int begin_backup(virDomainPtr dom, const struct nst_src_job_opts *o, const char *bxml,
-                        const char *cxml, bool *ret_quiesced, struct nst_error *err) {
+                        const char *cxml, unsigned flags, bool *ret_quiesced,
+                        struct nst_error *err) {
         const char *dn = dom_name(dom);
         bool frozen;
         int r = freeze(dom, o->quiesce, &frozen, err);
         if (r < 0)
                 return r;
-        int rb = virDomainBackupBegin(dom, bxml, cxml, 0);
+        int rb = virDomainBackupBegin(dom, bxml, cxml, flags);
         if (rb < 0)
                 r = nst_lv_error(err, -EIO, "HypervisorError",
                                  "cannot begin the backup job of %s", dn);
@@ -622,10 +764,19 @@ int nst_src_job_begin(virDomainPtr dom, const struct nst_src_job_opts *o,
         bool quiesced = false;
         if ((r = check_disks(dom, o, disks, nd, err)) < 0 ||
             (r = prepare_run_dir(o->run_dir, socket, sizeof(socket), err)) < 0 ||
-            (r = backup_xml(o, socket, disks, nd, &bxml, err)) < 0 ||
-            (o->new_checkpoint && (r = checkpoint_xml(o, disks, nd, &cxml, err)) < 0) ||
-            (r = begin_backup(dom, o, bxml, cxml, &quiesced, err)) < 0) {
+            (r = remove_stale_scratch(o, err)) < 0) {
                 nst_src_disks_free(disks, nd);
+                return r;
+        }
+        bool spares = take_spares(o);
+        if ((r = backup_xml(o, socket, disks, nd, spares, &bxml, err)) < 0 ||
+            (o->new_checkpoint && (r = checkpoint_xml(o, disks, nd, &cxml, err)) < 0) ||
+            (r = begin_backup(dom, o, bxml, cxml,
+                              spares ? VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL : 0, &quiesced,
+                              err)) < 0) {
+                nst_src_disks_free(disks, nd);
+                if (spares) /* it may hold copied data now: never taken again */
+                        remove_taken_spares(o, o->n_disks);
                 return r;
         }
         nst_src_disks_free(disks, nd);
@@ -633,11 +784,18 @@ int nst_src_job_begin(virDomainPtr dom, const struct nst_src_job_opts *o,
         struct nst_src_job *j = NULL;
         if ((r = job_new(dom, o, &j, err)) < 0) {
                 (void)virDomainAbortJob(dom);
+                if (spares)
+                        remove_taken_spares(o, o->n_disks);
                 if (o->new_checkpoint)
                         (void)delete_checkpoint(dom, o->new_checkpoint, NULL);
                 return r;
         }
         j->running = true;
+        if (spares && !(j->scratch_dir = strdup(o->run_dir))) {
+                (void)job_teardown(j, false, NULL);
+                remove_taken_spares(o, o->n_disks);
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        }
         snprintf(j->socket, sizeof(j->socket), "%s", socket);
         r = read_exports(j, o->incremental != NULL, err);
         for (size_t i = 0; r >= 0 && i < j->n; i++)

@@ -72,7 +72,6 @@
 #include "messages/json_util.h"
 #include "plugins/libvirt/disks.h"
 
-#define QEMU_IMG "/usr/bin/qemu-img"
 #define QEMU_NBD "/usr/bin/qemu-nbd"
 #define STATE_FILE "state.json"
 #define PARTIAL_FILE "partial.json"
@@ -108,8 +107,10 @@ struct rs_nbd {
         pid_t pid;                  /* 0: none */
         struct nbd_handle *h;
         bool direct;                /* a raw partial we write: no qemu-nbd */
-        int fd;                     /* O_DIRECT where the file system allows */
+        int fd;                     /* direct: O_DIRECT where the file system allows;
+                                     * else the image read-only (writeback), or -1 */
         int fd_buffered;            /* for what is not block aligned */
+        uint64_t unsynced;          /* bytes written since writeback was started */
         uint64_t max_request;
         char sock[SOCK_PATH_MAX];
         char log[PATH_MAX];
@@ -376,7 +377,7 @@ static int qemu_img(const char *const argv[], int64_t timeout_ms, const char *wh
 /* Format and virtual size of any image (the seed may be in use: -U). */
 static int image_info(const char *path, char *format, size_t format_size, uint64_t *ret_size,
                       struct nst_error *err) {
-        const char *argv[] = {QEMU_IMG, "info", "-U", "--output=json", path, NULL};
+        const char *argv[] = {NST_QEMU_IMG, "info", "-U", "--output=json", path, NULL};
         char out[TOOL_OUT_MAX * 4];
         int r = qemu_img(argv, IMG_TIMEOUT_MS, path, out, sizeof(out), err);
         if (r < 0)
@@ -397,7 +398,7 @@ static int create_overlay(const char *path, const char *backing, const char *bac
                           uint64_t size, struct nst_error *err) {
         char size_s[32], out[TOOL_OUT_MAX];
         snprintf(size_s, sizeof(size_s), "%" PRIu64, size);
-        const char *argv[] = {QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "compat=1.1",
+        const char *argv[] = {NST_QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "compat=1.1",
                               "-b", backing, "-F", backing_fmt, path, size_s, NULL};
         return qemu_img(argv, IMG_TIMEOUT_MS, path, out, sizeof(out), err);
 }
@@ -475,6 +476,9 @@ static void nbd_stop(struct rs_nbd *n) {
                 *n = (struct rs_nbd){0};
                 return;
         }
+        if (n->sock[0] && n->fd >= 0) /* set up by nbd_spawn */
+                close(n->fd);
+        n->fd = -1;
         bool had_client = n->h != NULL;
         if (n->h) {
                 (void)nbd_shutdown(n->h, 0);
@@ -506,7 +510,7 @@ static void nbd_stop(struct rs_nbd *n) {
 static int nbd_spawn(const struct nst_rs_replica *r, size_t disk, const char *prefix,
                      const char *image, const char *fmt, bool read_only, struct rs_nbd *n,
                      struct nst_error *err) {
-        *n = (struct rs_nbd){0};
+        *n = (struct rs_nbd){.fd = -1, .fd_buffered = -1};
         int len = snprintf(n->sock, sizeof(n->sock), "%s/%s%s.sock", r->sockdir, prefix,
                            r->disks[disk].name);
         if (len < 0 || (size_t)len >= sizeof(n->sock))
@@ -1538,8 +1542,9 @@ static int start_cycle_nbd(struct nst_rs_replica *r, struct nst_error *err) {
                         e = oom(err);
                 else if (partial_is_raw(r, i))
                         e = open_direct(r, i, name, err);
-                else
-                        e = nbd_spawn(r, i, "nbd-", path, "qcow2", false, &r->nbd[i], err);
+                else if ((e = nbd_spawn(r, i, "nbd-", path, "qcow2", false, &r->nbd[i],
+                                        err)) == 0)
+                        r->nbd[i].fd = openat(r->dir_fd, name, O_RDONLY | O_CLOEXEC);
         }
         /* Recorded before any client connects: see the crash analysis. */
         if (e == 0)
@@ -1621,6 +1626,10 @@ static int check_range(const struct nst_rs_replica *r, unsigned disk, uint64_t o
 #define WRITE_QUEUE_MAX (UINT64_C(256) << 20)
 #define WRITE_DEPTH 16
 #define DIRECT_ALIGN 4096
+/* qemu-nbd writes into the page cache; starting the disk writes of what is
+ * there every few MiB lets them run while the cycle is still receiving,
+ * instead of all inside the flush that acknowledges the end of a disk. */
+#define WRITEBACK_START_BYTES (UINT64_C(8) << 20)
 
 struct write_job {
         struct write_job *next;
@@ -1865,6 +1874,11 @@ static void write_job_submit(struct nst_rs_replica *r, struct write_job *j) {
                         break;
                 }
                 done += chunk;
+        }
+        if (!j->zero && n->fd >= 0 && (n->unsynced += j->length) >= WRITEBACK_START_BYTES) {
+                /* Asynchronous; an error shows in the flush that follows. */
+                (void)sync_file_range(n->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+                n->unsynced = 0;
         }
         if (--j->pending == 0)
                 write_job_done(j, r->wfailed);
@@ -2178,7 +2192,7 @@ static int merge_disk(struct nst_rs_replica *r, size_t d, struct nst_error *err)
                 return oom(err);
         char out[TOOL_OUT_MAX];
         /* -d: leave top as it is, so that a repeated commit is harmless. */
-        const char *commit[] = {QEMU_IMG, "commit", "-q", "-f", "qcow2", "-d", top, NULL};
+        const char *commit[] = {NST_QEMU_IMG, "commit", "-q", "-f", "qcow2", "-d", top, NULL};
         int e = qemu_img(commit, COMMIT_TIMEOUT_MS, top, out, sizeof(out), err);
         if (e < 0 || (e = fsync_file(base, err)) < 0)
                 return e;
@@ -2193,7 +2207,7 @@ static int merge_disk(struct nst_rs_replica *r, size_t d, struct nst_error *err)
         _cleanup_free_ char *child = path_in(r->dir, child_name);
         if (!child)
                 return oom(err);
-        const char *rebase[] = {QEMU_IMG, "rebase", "-q", "-f", "qcow2", "-u", "-b",
+        const char *rebase[] = {NST_QEMU_IMG, "rebase", "-q", "-f", "qcow2", "-u", "-b",
                                 r->points[0].files[d], "-F", image_format(r->points[0].files[d]),
                                 child, NULL};
         e = qemu_img(rebase, IMG_TIMEOUT_MS, child, out, sizeof(out), err);

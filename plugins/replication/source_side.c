@@ -781,11 +781,17 @@ static int prepare(struct cycle *c, struct nst_error *err) {
         return r;
 }
 
+/* A replication's job files (NBD socket, scratch files) go to
+ * <state>/run/<first 8 of the id>, short enough for a socket path. */
+static void run_dir_path(const struct repl_source *s, const char *id, char *buf, size_t size) {
+        snprintf(buf, size, "%s/run/%.8s", s->p->state_dir, id);
+}
+
 static int begin_job(struct cycle *c, struct nst_error *err) {
         char run_dir[4096];
         snprintf(run_dir, sizeof(run_dir), "%s/run", c->s->p->state_dir);
         int r = nst_mkdir_p(run_dir, 0711);
-        snprintf(run_dir, sizeof(run_dir), "%s/run/%.8s", c->s->p->state_dir, c->cfg.id);
+        run_dir_path(c->s, c->cfg.id, run_dir, sizeof(run_dir));
         if (r >= 0)
                 r = nst_mkdir_p(run_dir, 0700);
         if (r < 0)
@@ -801,6 +807,7 @@ static int begin_job(struct cycle *c, struct nst_error *err) {
                 .disks = disks,
                 .n_disks = c->cfg.n_disks,
                 .quiesce = c->cfg.quiesce,
+                .sizes = c->sizes,
         };
         progress(c, "starting", 0);
         c->point_ms = repl_now_ms();
@@ -856,6 +863,29 @@ static void prune_superseded(struct cycle *c) {
         else
                 log_debug("replication %s: superseded checkpoints deleted in %lld ms", c->cfg.id,
                           (long long)(repl_mono_ms() - t0));
+}
+
+/* The next job's scratch files are made now, off its clock; a removed
+ * replication's job files go. */
+static void run_dir_housekeeping(struct cycle *c) {
+        pthread_mutex_lock(&c->s->lock);
+        bool removed = c->r->removed;
+        pthread_mutex_unlock(&c->s->lock);
+        char run_dir[4096];
+        run_dir_path(c->s, c->cfg.id, run_dir, sizeof(run_dir));
+        if (removed) {
+                nst_src_run_dir_remove(run_dir);
+                return;
+        }
+        for (size_t d = 0; d < c->cfg.n_disks && c->sizes[d] > 0; d++) {
+                struct nst_error e = NST_ERROR_INIT;
+                if (nst_src_scratch_prepare(run_dir, c->cfg.disks[d], c->sizes[d], &e) < 0) {
+                        log_warning("replication %s: spare scratch file for %s (the next "
+                                    "cycle has libvirt create it): %s",
+                                    c->cfg.id, c->cfg.disks[d], e.message);
+                        break;
+                }
+        }
 }
 
 static void cycle_free(struct cycle *c) {
@@ -973,6 +1003,7 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
         }
         if (rc >= 0)
                 prune_superseded(&c);
+        run_dir_housekeeping(&c);
         cycle_free(&c);
         *ret_point_ms = c.point_ms;
         *ret_bytes = c.shipped;
@@ -1796,6 +1827,7 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
         int rc = with_replication(s, args, "replication_disable", &r, err);
         char id[37] = "", target[256] = "";
         json_object *d = NULL;
+        bool running = false;
         if (rc >= 0) {
                 char path[4096];
                 record_path(s, r->id, path, sizeof(path));
@@ -1809,12 +1841,18 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
                 d = event_data(r, p->host_name);
                 nst_sched_remove(s->sched, r->sched_id);
                 r->removed = true; /* a running cycle finishes, then frees it */
-                if (!r->running)
+                running = r->running;
+                if (!running)
                         drop_locked(s, r);
         }
         pthread_mutex_unlock(&s->lock);
         if (rc < 0)
                 return rc;
+        if (!running) { /* else the cycle removes it when it ends */
+                char run_dir[4096];
+                run_dir_path(s, id, run_dir, sizeof(run_dir));
+                nst_src_run_dir_remove(run_dir);
+        }
         /* Checkpoints are Nestor's: they go with the replication. */
         virConnectPtr conn = NULL;
         virDomainPtr dom = NULL;

@@ -59,9 +59,10 @@ ctl_conf() {
 # queues exist is lost and waits out its whole timeout), then answers
 # METHOD; fails when the agent exits or never answers.
 wait_agent() {
-        local pid=$1 logf=$2 before=$3 conf=$4 h=$5 method=$6
+        local pid=$1 logf=$2 before=$3 conf=$4 h=$5 method=$6 n
         for _ in $(seq 1 300); do
-                [ "$(grep -c "serving compute" "$logf" 2>/dev/null || true)" -gt "$before" ] && break
+                n=$(grep -c "serving compute" "$logf" 2>/dev/null) || n=0 # no log yet
+                [ "$n" -gt "$before" ] && break
                 kill -0 "$pid" 2>/dev/null || fail "agent $h exited: $(tail -5 "$logf")"
                 sleep 0.1
         done

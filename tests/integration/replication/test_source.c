@@ -6,7 +6,8 @@
  *   full job (extents, zero ranges, streaming, hashes), the checkpoint it
  *   makes; incremental job (64 KiB ranges, point in time), a failed job that
  *   deletes its checkpoint and the differential that follows; changed
- *   bytes, pruning, a missing checkpoint; a stale job left by a killed
+ *   bytes, pruning, a missing checkpoint; spare scratch files made ahead of
+ *   a job; a stale job left by a killed
  *   agent; a QEMU crash (kill -9) that breaks the bitmaps, and the recovery.
  *
  * Exits 77 (skip) without NESTOR_TEST_URI. Every domain and file it makes
@@ -608,6 +609,114 @@ static void test_prune(void **state) {
         virDomainCheckpointFree(foreign);
 }
 
+static bool file_exists(const char *dir, const char *name) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        return access(path, F_OK) == 0;
+}
+
+/* Scratch files made between cycles: taken by the next job of their size,
+ * never shadowing the disk, removed with the job. */
+static void test_spare_scratch(void **state) {
+        struct nst_error err = NST_ERROR_INIT;
+        char spare[64], half[64];
+        snprintf(spare, sizeof(spare), "spare-vda-%llu.qcow2", (unsigned long long)DISK_SIZE);
+        snprintf(half, sizeof(half), "spare-vda-%llu.qcow2", (unsigned long long)DISK_SIZE / 2);
+        FAILS(nst_src_scratch_prepare(F.run_dir, "../vda", DISK_SIZE, &err), -EINVAL,
+              "InvalidInput", "no spare scratch for disk ../vda");
+        FAILS(nst_src_scratch_prepare("run", "vda", DISK_SIZE, &err), -EINVAL, "InvalidInput",
+              "no spare scratch");
+
+        /* A spare of another size is not taken: libvirt makes the scratch. */
+        OK(nst_src_scratch_prepare(F.run_dir, "vda", DISK_SIZE / 2, &err));
+        assert_true(file_exists(F.run_dir, half));
+        const uint64_t sizes[] = {DISK_SIZE};
+        struct nst_src_job_opts o = opts(NULL, "nestor-repl-5");
+        o.sizes = sizes;
+        struct nst_src_job *j = NULL;
+        OK(nst_src_job_begin(F.dom, &o, &j, NULL, &err));
+        assert_true(file_exists(F.run_dir, half));
+        assert_true(file_exists(F.run_dir, "scratch-vda.qcow2"));
+        OK(nst_src_job_end(j, true, &err));
+
+        /* The right size replaces it, owned by the QEMU user; made twice is
+         * made once. */
+        OK(nst_src_scratch_prepare(F.run_dir, "vda", DISK_SIZE, &err));
+        OK(nst_src_scratch_prepare(F.run_dir, "vda", DISK_SIZE, &err));
+        assert_false(file_exists(F.run_dir, half));
+        assert_true(file_exists(F.run_dir, spare));
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", F.run_dir, spare);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        if (geteuid() == 0)
+                assert_int_not_equal(st.st_uid, 0);
+
+        guest_write(F.dom, F.qdev, F.expect, 0xc1, 10 * MIB, 64 * KIB);
+        o = opts("nestor-repl-5", "nestor-repl-6");
+        o.sizes = sizes;
+        OK(nst_src_job_begin(F.dom, &o, &j, NULL, &err));
+        assert_false(file_exists(F.run_dir, spare));
+        assert_true(file_exists(F.run_dir, "scratch-vda.spare.qcow2"));
+        uint8_t *pit = malloc(DISK_SIZE);
+        assert_non_null(pit);
+        memcpy(pit, F.expect, DISK_SIZE);
+        /* Copied before write into the spare: the export keeps the point. */
+        guest_write(F.dom, F.qdev, F.expect, 0xc2, 10 * MIB, 64 * KIB);
+        guest_write(F.dom, F.qdev, F.expect, 0xc3, 12 * MIB, 64 * KIB);
+        struct nst_src_extent *ex = NULL;
+        size_t n = 0;
+        OK(nst_src_job_extents(j, 0, &ex, &n, NULL, &err));
+        const struct want w[] = {{10 * MIB, 64 * KIB, false}};
+        extents_are(ex, n, w, NST_ARRAY_SIZE(w));
+        stream_and_compare(j, 0, ex, n, 4, pit);
+        struct nst_src_extent whole = {.offset = 0, .length = 4 * MIB};
+        for (whole.offset = 0; whole.offset < DISK_SIZE; whole.offset += whole.length)
+                stream_and_compare(j, 0, &whole, 1, 1, pit);
+        free(ex);
+        free(pit);
+        OK(nst_src_job_end(j, true, &err));
+        assert_false(file_exists(F.run_dir, "scratch-vda.spare.qcow2"));
+
+        /* A failed job removes the spare it took, too. */
+        OK(nst_src_scratch_prepare(F.run_dir, "vda", DISK_SIZE, &err));
+        o = opts("nestor-repl-gone", "nestor-repl-7");
+        o.sizes = sizes;
+        FAILS(nst_src_job_begin(F.dom, &o, &j, NULL, &err), -ESTALE, "CheckpointBroken",
+              "nestor-repl-gone");
+        assert_false(file_exists(F.run_dir, spare));
+        assert_false(file_exists(F.run_dir, "scratch-vda.spare.qcow2"));
+        /* One a killed agent's job left is not taken: it holds copied data. */
+        OK(nst_src_scratch_prepare(F.run_dir, "vda", DISK_SIZE, &err));
+        snprintf(path, sizeof(path), "%s/scratch-vda.spare.qcow2", F.run_dir);
+        FILE *left = fopen(path, "w");
+        assert_non_null(left);
+        fclose(left);
+        o = opts("nestor-repl-6", "nestor-repl-7");
+        o.sizes = sizes;
+        OK(nst_src_job_begin(F.dom, &o, &j, NULL, &err));
+        OK(nst_src_job_extents(j, 0, &ex, &n, NULL, &err));
+        const struct want v[] = {{10 * MIB, 64 * KIB, false}, {12 * MIB, 64 * KIB, false}};
+        extents_are(ex, n, v, NST_ARRAY_SIZE(v));
+        stream_and_compare(j, 0, ex, n, 4, F.expect);
+        free(ex);
+        OK(nst_src_job_end(j, true, &err));
+        OK(nst_src_checkpoints_prune(F.dom, NULL, &err));
+
+        /* A removed replication's run directory goes with what is in it. */
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s/gone", F.run_dir);
+        assert_int_equal(mkdir(dir, 0700), 0);
+        OK(nst_src_scratch_prepare(dir, "vdb", VDB_SIZE, &err));
+        char sock[PATH_MAX + 16];
+        snprintf(sock, sizeof(sock), "%s/nbd.sock", dir);
+        FILE *f = fopen(sock, "w");
+        assert_non_null(f);
+        fclose(f);
+        nst_src_run_dir_remove(dir);
+        assert_int_equal(access(dir, F_OK), -1);
+}
+
 static void test_abort_stale(void **state) {
         struct nst_error err = NST_ERROR_INIT;
         OK(nst_src_abort_stale_job(F.dom, &err));
@@ -800,7 +909,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_list_disks),  cmocka_unit_test(test_bad_input),
                 cmocka_unit_test(test_full),        cmocka_unit_test(test_incremental),
-                cmocka_unit_test(test_prune),       cmocka_unit_test(test_abort_stale),
+                cmocka_unit_test(test_prune),       cmocka_unit_test(test_spare_scratch),
+                cmocka_unit_test(test_abort_stale),
                 cmocka_unit_test(test_qemu_crash),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
