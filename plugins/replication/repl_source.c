@@ -40,6 +40,7 @@
 #include "plugins/libvirt/disks.h"
 #include "plugins/libvirt/lv_util.h"
 #include "plugins/libvirt/xml_writer.h"
+#include "plugins/replication/repl_buf.h"
 
 #define KIB 1024ULL
 #define MIB (1024ULL * KIB)
@@ -1082,10 +1083,14 @@ static int check_stream_extents(const struct src_disk *d, const struct nst_src_e
         return 0;
 }
 
+struct stream;
+
 struct slot {
+        struct stream *s;
         size_t idx;      /* into the extents */
         int64_t cookie;
         void *buf;       /* reused for every read through this slot */
+        uint64_t digest;
 };
 
 struct stream {
@@ -1095,7 +1100,16 @@ struct stream {
         struct slot *ring;
         unsigned depth;
         size_t head, inflight, next;
+        nst_src_digest_fn digest_fn;
 };
+
+/* libnbd calls this as the read's last bytes arrive. */
+static int read_completed(void *user_data, int *error) {
+        struct slot *sl = user_data;
+        if (*error == 0)
+                sl->digest = sl->s->digest_fn(sl->buf, (size_t)sl->s->ex[sl->idx].length);
+        return 0; /* retired by wait_command */
+}
 
 /* Keeps up to depth data reads in flight, in extent order. */
 static int stream_fill(struct stream *s, struct nst_error *err) {
@@ -1107,8 +1121,12 @@ static int stream_fill(struct stream *s, struct nst_error *err) {
                 }
                 struct slot *sl = &s->ring[(s->head + s->inflight) % s->depth];
                 sl->idx = s->next;
-                sl->cookie = nbd_aio_pread(s->d->nbd, sl->buf, (size_t)e->length, e->offset,
-                                           NBD_NULL_COMPLETION, 0);
+                sl->digest = 0;
+                nbd_completion_callback cb = NBD_NULL_COMPLETION;
+                if (s->digest_fn)
+                        cb = (nbd_completion_callback){.callback = read_completed, .user_data = sl};
+                sl->cookie = nbd_aio_pread(s->d->nbd, sl->buf, (size_t)e->length, e->offset, cb,
+                                           0);
                 if (sl->cookie < 0)
                         return nbd_failure(err, s->d->name, "read");
                 s->inflight++;
@@ -1136,6 +1154,7 @@ static int stream_run(struct stream *s, nst_src_data_fn fn, void *userdata,
         for (size_t i = 0; i < s->n; i++) {
                 const struct nst_src_extent *e = &s->ex[i];
                 const void *data = NULL;
+                uint64_t digest = 0;
                 if (!e->zero) {
                         int r = stream_fill(s, err);
                         if (r < 0)
@@ -1154,8 +1173,9 @@ static int stream_run(struct stream *s, nst_src_data_fn fn, void *userdata,
                                 return r;
                         }
                         data = sl->buf;
+                        digest = sl->digest;
                 }
-                int r = fn(userdata, e, data);
+                int r = fn(userdata, e, data, digest);
                 if (!e->zero) {
                         s->head = (s->head + 1) % s->depth;
                         s->inflight--;
@@ -1173,8 +1193,8 @@ static int stream_run(struct stream *s, nst_src_data_fn fn, void *userdata,
 }
 
 int nst_src_job_stream(struct nst_src_job *j, size_t disk, const struct nst_src_extent *ex,
-                       size_t n, unsigned depth, nst_src_data_fn fn, void *userdata,
-                       struct nst_error *err) {
+                       size_t n, unsigned depth, nst_src_digest_fn digest_fn, nst_src_data_fn fn,
+                       void *userdata, struct nst_error *err) {
         struct src_disk *d;
         int r = job_disk(j, disk, &d, err);
         if (r < 0)
@@ -1191,12 +1211,14 @@ int nst_src_job_stream(struct nst_src_job *j, size_t disk, const struct nst_src_
                 depth = STREAM_DEPTH_MAX;
         if (data > 0 && depth > data)
                 depth = (unsigned)data;
-        struct stream s = {.d = d, .ex = ex, .n = n, .depth = depth};
+        struct stream s = {.d = d, .ex = ex, .n = n, .depth = depth, .digest_fn = digest_fn};
         s.ring = calloc(depth, sizeof(*s.ring));
         if (!s.ring)
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        for (unsigned i = 0; i < depth; i++)
+                s.ring[i].s = &s;
         for (unsigned i = 0; data > 0 && i < depth; i++)
-                if (!(s.ring[i].buf = malloc(max))) {
+                if (!(s.ring[i].buf = repl_buf_alloc(max, sizeof(void *)))) {
                         r = nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
                         break;
                 }

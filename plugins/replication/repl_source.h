@@ -84,15 +84,20 @@ int nst_src_job_begin(virDomainPtr dom, const struct nst_src_job_opts *o,
 int nst_src_job_extents(struct nst_src_job *j, size_t disk, struct nst_src_extent **ret,
                         size_t *ret_n, uint64_t *ret_disk_size, struct nst_error *err);
 
-/* Called in offset order for each extent; data is NULL for zero extents.
- * A negative return stops the stream and is returned by nst_src_job_stream. */
+/* Called in offset order for each extent; data is NULL for zero extents,
+ * digest is the digest_fn's value for data (0 without one). A negative
+ * return stops the stream and is returned by nst_src_job_stream. */
 typedef int (*nst_src_data_fn)(void *userdata, const struct nst_src_extent *e,
-                               const void *data);
+                               const void *data, uint64_t digest);
+typedef uint64_t (*nst_src_digest_fn)(const void *data, size_t length);
 /* Reads the data extents of ex[0..n) with up to `depth` reads in flight
- * (nbd_aio_pread), delivering each to fn in order. */
+ * (nbd_aio_pread), delivering each to fn in order. digest_fn (or NULL) runs
+ * on each extent the moment its read completes, while the bytes are still
+ * in the CPU cache (by the time fn gets them, up to depth - 1 later reads
+ * may have gone through the cache). */
 int nst_src_job_stream(struct nst_src_job *j, size_t disk, const struct nst_src_extent *ex,
-                       size_t n, unsigned depth, nst_src_data_fn fn, void *userdata,
-                       struct nst_error *err);
+                       size_t n, unsigned depth, nst_src_digest_fn digest_fn, nst_src_data_fn fn,
+                       void *userdata, struct nst_error *err);
 /* Reads [offset, offset + length) of the point-in-time view. */
 int nst_src_job_read(struct nst_src_job *j, size_t disk, uint64_t offset, void *buf,
                      size_t length, struct nst_error *err);

@@ -71,6 +71,7 @@
 #include "agent/fs_util.h"
 #include "messages/json_util.h"
 #include "plugins/libvirt/disks.h"
+#include "plugins/replication/repl_buf.h"
 
 #define QEMU_NBD "/usr/bin/qemu-nbd"
 #define STATE_FILE "state.json"
@@ -1700,7 +1701,7 @@ static struct write_job *job_get(uint64_t length) {
                 size_t cap = c < POOL_CLASSES
                                      ? (size_t)DIRECT_ALIGN << c
                                      : (length + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
-                if (posix_memalign((void **)&j->data, DIRECT_ALIGN, cap) != 0) {
+                if (!(j->data = repl_buf_alloc(cap, DIRECT_ALIGN))) {
                         free(j);
                         return NULL;
                 }

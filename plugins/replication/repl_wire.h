@@ -115,6 +115,14 @@ int nst_rw_hashes_decode(const uint8_t *p, size_t n, struct nst_rw_hashes *ret,
 
 /* XXH3-64 of the bytes. */
 uint64_t nst_rw_digest(const void *p, size_t n);
+/* The same digest of bytes that arrive in pieces, each hashed while it is
+ * still in the CPU cache. */
+struct nst_rw_digester;
+struct nst_rw_digester *nst_rw_digester_new(void);
+void nst_rw_digester_free(struct nst_rw_digester *d);
+void nst_rw_digester_reset(struct nst_rw_digester *d);
+void nst_rw_digester_update(struct nst_rw_digester *d, const void *p, size_t n);
+uint64_t nst_rw_digester_value(const struct nst_rw_digester *d);
 
 /* zstd level 1 (fast). out_cap >= nst_rw_compress_bound(n). *ret_len is the
  * frame length; returns -ENOSPC when the frame would not be smaller than the

@@ -403,12 +403,12 @@ static int send_zero(struct cycle *c, uint64_t offset, uint64_t length, struct n
         return 0;
 }
 
+/* digest: nst_rw_digest(data, length), computed by the caller. */
 static int send_data(struct cycle *c, uint64_t offset, const void *data, uint32_t length,
-                     struct nst_error *err) {
+                     uint64_t digest, struct nst_error *err) {
         uint8_t h[NST_RW_EXTENT_SIZE];
         nst_rw_extent_encode(h, &(struct nst_rw_extent){.disk = c->disk, .length = length,
-                                                        .offset = offset,
-                                                        .digest = nst_rw_digest(data, length)});
+                                                        .offset = offset, .digest = digest});
         if (c->cfg.compress) {
                 size_t bound = nst_rw_compress_bound(length), clen = 0;
                 if (bound > c->cbuf_cap) {
@@ -434,10 +434,11 @@ struct stream_ctx {
         struct nst_error *err;
 };
 
-static int on_extent(void *ud, const struct nst_src_extent *e, const void *data) {
+static int on_extent(void *ud, const struct nst_src_extent *e, const void *data,
+                     uint64_t digest) {
         struct stream_ctx *x = ud;
         struct cycle *c = x->c;
-        int r = data ? send_data(c, e->offset, data, (uint32_t)e->length, x->err)
+        int r = data ? send_data(c, e->offset, data, (uint32_t)e->length, digest, x->err)
                      : send_zero(c, e->offset, e->length, x->err);
         if (r < 0)
                 return r;
@@ -511,7 +512,7 @@ static int ship_disk_by_hash(struct cycle *c, uint64_t from, struct nst_error *e
                                 continue;
                         bool zero = all_zero(blk, blen);
                         r = zero ? send_zero(c, boff, blen, err)
-                                 : send_data(c, boff, blk, blen, err);
+                                 : send_data(c, boff, blk, blen, nst_rw_digest(blk, blen), err);
                         if (r < 0)
                                 return r;
                         *(zero ? &c->zeroed : &c->shipped) += blen;
@@ -539,7 +540,7 @@ static int ship(struct cycle *c, struct nst_error *err) {
                         /* No extents (nothing changed) may be a NULL list. */
                         r = nst_src_job_stream(c->job, d, c->ext[d] ? c->ext[d] + i : NULL,
                                                c->n_ext[d] - i, c->s->p->o.stream_depth,
-                                               on_extent, &x, err);
+                                               nst_rw_digest, on_extent, &x, err);
                 }
                 if (r < 0 || (r = send_mark(c, (uint16_t)d, c->sizes[d], err)) < 0)
                         return r;

@@ -172,6 +172,9 @@ struct session {
         struct tgt_repl *r;
         uint8_t *buf;
         size_t cap;
+        /* Where the cycle's time went on this side, for the log. */
+        int64_t t_begin, t_ready, t_commit, mark_ms;
+        struct nst_rw_digester *digester; /* made at the first DATA */
 };
 
 static void send_error(struct session *s, const struct nst_error *e) {
@@ -265,12 +268,13 @@ static int extent_head(struct session *s, const struct nst_rw_header *h, const u
                                    zero ? NST_RW_MAX_ZERO_EXTENT : NST_RW_MAX_EXTENT, err);
 }
 
-/* data (b's buffer) holds extent e when filled is not an error: it is
- * queued if its digest matches, otherwise nothing of it is written. */
+/* b's buffer holds extent e, whose bytes have digest `digest`, when filled
+ * is not an error: it is queued if the digest is e's, otherwise nothing of
+ * it is written. */
 static int queue_checked(struct session *s, const struct nst_rw_extent *e, struct nst_rs_wbuf *b,
-                         const void *data, int filled, struct nst_error *err) {
+                         uint64_t digest, int filled, struct nst_error *err) {
         int rc = filled;
-        if (rc >= 0 && nst_rw_digest(data, e->length) != e->digest)
+        if (rc >= 0 && digest != e->digest)
                 rc = nst_error_set(err, -EBADMSG, "IntegrityError",
                                    "extent at offset %llu of disk %u failed its integrity check; "
                                    "nothing of it was written",
@@ -283,6 +287,10 @@ static int queue_checked(struct session *s, const struct nst_rw_extent *e, struc
                 __atomic_add_fetch(&s->r->cycle_bytes, e->length, __ATOMIC_RELAXED);
         return rc;
 }
+
+/* Received in pieces this big, each hashed right after it is decrypted:
+ * while it is still in the CPU cache, not after the whole extent. */
+#define DIGEST_PIECE (256 * 1024)
 
 /* Uncompressed DATA, the bulk of a cycle: the payload goes from the TLS
  * record straight into the store's write buffer (no copy through s->buf)
@@ -300,10 +308,18 @@ static int session_data_direct(struct session *s, const struct nst_rw_header *h,
                                      (size_t)(h->length - NST_RW_EXTENT_SIZE));
         struct nst_rs_wbuf *b = NULL;
         void *data = NULL;
+        if (!s->digester && !(s->digester = nst_rw_digester_new()))
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         if ((rc = nst_rs_write_prepare(s->r->rs, e.disk, e.offset, e.length, &b, &data, err)) < 0)
                 return rc;
-        rc = nst_rc_recv_part(s->ch, data, e.length, err);
-        return queue_checked(s, &e, b, data, rc, err);
+        nst_rw_digester_reset(s->digester);
+        for (uint32_t done = 0; rc >= 0 && done < e.length;) {
+                uint32_t n = e.length - done < DIGEST_PIECE ? e.length - done : DIGEST_PIECE;
+                if ((rc = nst_rc_recv_part(s->ch, (uint8_t *)data + done, n, err)) >= 0)
+                        nst_rw_digester_update(s->digester, (uint8_t *)data + done, n);
+                done += n;
+        }
+        return queue_checked(s, &e, b, nst_rw_digester_value(s->digester), rc, err);
 }
 
 /* ZERO, and compressed DATA (decompressed straight into the store's write
@@ -321,7 +337,7 @@ static int session_data(struct session *s, const struct nst_rw_header *h, struct
                 return rc;
         rc = nst_rw_decompress(s->buf + NST_RW_EXTENT_SIZE, h->length - NST_RW_EXTENT_SIZE,
                                data, e.length, err);
-        return queue_checked(s, &e, b, data, rc, err);
+        return queue_checked(s, &e, b, rc >= 0 ? nst_rw_digest(data, e.length) : 0, rc, err);
 }
 
 static int session_hashes(struct session *s, const struct nst_rw_header *h,
@@ -405,6 +421,7 @@ static int session_commit(struct session *s, const struct nst_rw_header *h,
         };
         int64_t keep = json_object_get_int64(json_object_object_get(m, "points_in_time"));
         uint64_t id = 0;
+        s->t_commit = repl_mono_ms();
         pthread_mutex_lock(&s->r->lock);
         rc = nst_rs_cycle_commit(s->r->rs, &p, &id, err);
         struct nst_error pe = NST_ERROR_INIT;
@@ -419,8 +436,12 @@ static int session_commit(struct session *s, const struct nst_rw_header *h,
         json_object_object_add(done, "point", json_object_new_int64((int64_t)id));
         rc = nst_rc_send_json(s->ch, NST_RW_COMMITTED, done, err);
         json_object_put(done);
-        log_info("replica %s: point %llu committed (%llu bytes received)", s->r->id,
-                 (unsigned long long)id, (unsigned long long)s->r->cycle_bytes);
+        int64_t now = repl_mono_ms();
+        log_info("replica %s: point %llu committed (%llu bytes received; cycle setup %lld ms, "
+                 "receiving %lld ms of which flushing at marks %lld, commit %lld)",
+                 s->r->id, (unsigned long long)id, (unsigned long long)s->r->cycle_bytes,
+                 (long long)(s->t_ready - s->t_begin), (long long)(s->t_commit - s->t_ready),
+                 (long long)s->mark_ms, (long long)(now - s->t_commit));
         return rc < 0 ? rc : 1;
 }
 
@@ -448,8 +469,10 @@ static int session_frames(struct session *s, struct nst_error *err) {
                                 rc = nst_error_set(err, -EPROTO, "ProtocolError",
                                                    "MARK names disk %u of %zu", m.disk,
                                                    nst_rs_disk_count(s->r->rs));
+                        int64_t t0 = repl_mono_ms();
                         if (rc >= 0)
                                 rc = nst_rs_mark(s->r->rs, m.disk, m.offset, err);
+                        s->mark_ms += repl_mono_ms() - t0;
                         if (rc >= 0)
                                 rc = nst_rc_send(s->ch, NST_RW_MARK_ACK, 0, s->buf, h.length,
                                                  NULL, 0, err);
@@ -480,6 +503,7 @@ static void session_run(struct session *s) {
         int rc = session_hello(s, &hello, &err);
         const char *cycle = json_object_get_string(json_object_object_get(hello, "cycle"));
         struct nst_rs_resume resume = {0};
+        s->t_begin = repl_mono_ms();
         if (rc >= 0)
                 rc = nst_rs_cycle_begin(s->r->rs, cycle, &resume, &err);
         if (rc >= 0) {
@@ -503,6 +527,7 @@ static void session_run(struct session *s) {
                 pthread_mutex_unlock(&s->r->lock);
                 rc = nst_rc_send_json(s->ch, NST_RW_READY, ready, &err);
                 json_object_put(ready);
+                s->t_ready = repl_mono_ms();
         }
         if (rc >= 0)
                 rc = session_frames(s, &err);
@@ -539,6 +564,7 @@ static void *session_main(void *arg) {
         }
         nst_rc_close(s->ch);
         free(s->buf);
+        nst_rw_digester_free(s->digester);
         struct repl_target *t = s->t;
         free(s);
         pthread_mutex_lock(&t->lock);

@@ -28,7 +28,8 @@ struct totals {
         size_t extents;
 };
 
-static int count(void *ud, const struct nst_src_extent *e, const void *data) {
+static int count(void *ud, const struct nst_src_extent *e, const void *data, uint64_t digest) {
+        (void)digest;
         struct totals *t = ud;
         if (data)
                 t->bytes += e->length;
@@ -76,7 +77,7 @@ int main(int argc, char **argv) {
                 uint64_t size = 0;
                 rc = nst_src_job_extents(job, 0, &ex, &n, &size, &err);
                 if (rc >= 0)
-                        rc = nst_src_job_stream(job, 0, ex, n, depth, count, &t, &err);
+                        rc = nst_src_job_stream(job, 0, ex, n, depth, NULL, count, &t, &err);
                 elapsed = now_s() - t0;
                 free(ex);
                 struct nst_error e2 = NST_ERROR_INIT;

@@ -272,11 +272,24 @@ struct sink {
         size_t calls, fail_at; /* fail_at: 1-based call that returns -ECANCELED */
         size_t mismatches;
         uint64_t first_mismatch;
+        bool digests;          /* the stream ran fnv1a as its digest function */
+        size_t bad_digests;
 };
 
-static int sink_fn(void *userdata, const struct nst_src_extent *e, const void *data) {
+/* FNV-1a: any function of the bytes shows the digest was taken of them. */
+static uint64_t fnv1a(const void *data, size_t length) {
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (size_t i = 0; i < length; i++)
+                h = (h ^ ((const uint8_t *)data)[i]) * 0x100000001b3ULL;
+        return h;
+}
+
+static int sink_fn(void *userdata, const struct nst_src_extent *e, const void *data,
+                   uint64_t digest) {
         struct sink *s = userdata;
         s->calls++;
+        if (digest != (data && s->digests ? fnv1a(data, e->length) : 0))
+                s->bad_digests++;
         if (s->fail_at && s->calls == s->fail_at)
                 return -ECANCELED;
         if (e->offset < s->next || (e->zero != (data == NULL))) {
@@ -310,11 +323,16 @@ static void stream_and_compare(struct nst_src_job *j, size_t disk,
                                const struct nst_src_extent *ex, size_t n, unsigned depth,
                                const uint8_t *expect) {
         struct nst_error err = NST_ERROR_INIT;
-        struct sink s = {.expect = expect};
-        OK(nst_src_job_stream(j, disk, ex, n, depth, sink_fn, &s, &err));
+        /* Every other stream with a digest function (the cycle's way). */
+        static bool with_digests;
+        with_digests = !with_digests;
+        struct sink s = {.expect = expect, .digests = with_digests};
+        OK(nst_src_job_stream(j, disk, ex, n, depth, with_digests ? fnv1a : NULL, sink_fn, &s,
+                              &err));
         if (s.mismatches)
                 fail_msg("stream: %zu mismatching extents, first byte at %" PRIu64, s.mismatches,
                          s.first_mismatch);
+        assert_int_equal(s.bad_digests, 0);
         assert_int_equal(s.calls, n);
         uint64_t total = 0;
         for (size_t i = 0; i < n; i++)
@@ -551,13 +569,13 @@ static void test_incremental(void **state) {
 
         /* A consumer error stops the stream; the connection stays usable. */
         struct sink s = {.expect = F.expect, .fail_at = 2};
-        FAILS(nst_src_job_stream(j, 0, ex, n, 3, sink_fn, &s, &err), -ECANCELED,
+        FAILS(nst_src_job_stream(j, 0, ex, n, 3, NULL, sink_fn, &s, &err), -ECANCELED,
               "ReplicationFailed", "the stream stopped at offset 20971520");
         assert_int_equal(s.calls, 2);
         stream_and_compare(j, 0, ex, n, 64, F.expect);
         struct nst_src_extent big = {.offset = 0, .length = 33 * MIB};
-        FAILS(nst_src_job_stream(j, 0, &big, 1, 1, sink_fn, &s, &err), -EINVAL, "InvalidInput",
-              "data over 32 MiB");
+        FAILS(nst_src_job_stream(j, 0, &big, 1, 1, NULL, sink_fn, &s, &err), -EINVAL,
+              "InvalidInput", "data over 32 MiB");
 
         uint8_t got[64], want_h[64];
         OK(nst_src_job_hashes(j, 0, 5 * MIB / (64 * KIB), 2, got, &err));

@@ -323,6 +323,28 @@ static uint8_t *patterned(size_t n) {
         return p;
 }
 
+/* Bytes hashed as they arrive, in pieces of any size, give the one-shot
+ * digest the source sent. */
+static void test_digest_in_pieces(void **state) {
+        size_t n = 1 << 20;
+        uint8_t *p = patterned(n);
+        struct nst_rw_digester *d = nst_rw_digester_new();
+        assert_non_null(d);
+        const size_t pieces[] = {1, 7, 64, 240, 4096, 65536, 256 * 1024, n};
+        for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+                nst_rw_digester_reset(d);
+                for (size_t off = 0; off < n; off += pieces[i])
+                        nst_rw_digester_update(d, p + off,
+                                               n - off < pieces[i] ? n - off : pieces[i]);
+                assert_true(nst_rw_digester_value(d) == nst_rw_digest(p, n));
+        }
+        nst_rw_digester_reset(d);
+        assert_true(nst_rw_digester_value(d) == nst_rw_digest("", 0));
+        nst_rw_digester_free(d);
+        nst_rw_digester_free(NULL);
+        free(p);
+}
+
 static uint8_t *random_bytes(size_t n, uint32_t seed) {
         uint8_t *p = malloc(n);
         assert_non_null(p);
@@ -433,6 +455,7 @@ int main(void) {
                 cmocka_unit_test(test_hashes_round_trip),
                 cmocka_unit_test(test_hashes_rejections),
                 cmocka_unit_test(test_digest_known_values),
+                cmocka_unit_test(test_digest_in_pieces),
                 cmocka_unit_test(test_compress_round_trip),
                 cmocka_unit_test(test_compress_incompressible),
                 cmocka_unit_test(test_decompress_rejections),
