@@ -16,23 +16,7 @@ rounds=${2:-3}
 uri=qemu:///system
 prefix="nestor-bench-$$"
 exchange="nestor_bench_$$"
-read -r port_a port_b <<<"$(/usr/bin/python3 -c 'import random, socket
-# Two ports free now, below the ephemeral range (no outgoing connection
-# takes them while agents restart); a port derived from the pid once hit
-# RabbitMQ'"'"'s own 25672.
-def free(p):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", p))
-            return True
-        except OSError:
-            return False
-ports = []
-while len(ports) < 2:
-    p = random.randrange(20000, 32000)
-    if p not in ports and free(p):
-        ports.append(p)
-print(*ports)')"
+read -r port_a port_b <<<"$(/usr/bin/python3 "$(dirname "$0")/../free_ports.py" 2)"
 work=$(mktemp -d /tmp/nestor-bench.XXXXXX)
 chmod 755 "$work"
 pids=()

@@ -393,6 +393,14 @@ static struct nst_src_job_opts opts(const char *incremental, const char *new_che
                                          .quiesce = NST_SRC_QUIESCE_OFF};
 }
 
+/* What vda holds now: the view a job begun now exports. */
+static uint8_t *point_in_time(void) {
+        uint8_t *pit = malloc(DISK_SIZE);
+        assert_non_null(pit);
+        memcpy(pit, F.expect, DISK_SIZE);
+        return pit;
+}
+
 /* ---- tests ---- */
 
 static void test_list_disks(void **state) {
@@ -532,9 +540,7 @@ static void test_incremental(void **state) {
         struct nst_src_job *j = NULL;
         struct nst_src_job_opts o = opts("nestor-repl-1", "nestor-repl-2");
         OK(nst_src_job_begin(F.dom, &o, &j, NULL, &err));
-        uint8_t *pit = malloc(DISK_SIZE);
-        assert_non_null(pit);
-        memcpy(pit, F.expect, DISK_SIZE);
+        uint8_t *pit = point_in_time();
         /* After the point in time: neither may show in this job. */
         guest_write(F.dom, F.qdev, F.expect, 0xee, 5 * MIB, 64 * KIB);
         guest_write(F.dom, F.qdev, F.expect, 0xef, 30 * MIB, 64 * KIB);
@@ -676,9 +682,7 @@ static void test_spare_scratch(void **state) {
         OK(nst_src_job_begin(F.dom, &o, &j, NULL, &err));
         assert_false(file_exists(F.run_dir, spare));
         assert_true(file_exists(F.run_dir, "scratch-vda.spare.qcow2"));
-        uint8_t *pit = malloc(DISK_SIZE);
-        assert_non_null(pit);
-        memcpy(pit, F.expect, DISK_SIZE);
+        uint8_t *pit = point_in_time();
         /* Copied before write into the spare: the export keeps the point. */
         guest_write(F.dom, F.qdev, F.expect, 0xc2, 10 * MIB, 64 * KIB);
         guest_write(F.dom, F.qdev, F.expect, 0xc3, 12 * MIB, 64 * KIB);
