@@ -249,11 +249,9 @@ int nst_rw_hashes_decode(const uint8_t *p, size_t n, struct nst_rw_hashes *ret,
  * of the CPU time on it. */
 static bool use_avx2(void) {
 #if defined(NST_RW_HAVE_XXH3_AVX2)
-        static int have = -1;
-        if (__atomic_load_n(&have, __ATOMIC_RELAXED) < 0)
-                __atomic_store_n(&have, __builtin_cpu_supports("avx2") ? 1 : 0,
-                                 __ATOMIC_RELAXED);
-        return __atomic_load_n(&have, __ATOMIC_RELAXED) == 1;
+        /* A bit test: the CPU model is read once, at load time. */
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
 #else
         return false;
 #endif
