@@ -3,7 +3,9 @@
 #   1. installs missing Debian packages,
 #   2. builds and runs every test (unit, integration against a real
 #      RabbitMQ, Python oslo.messaging compatibility),
-#   3. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs
+#   3. compiles the Release preset (-O3 warns about things -O2 does not,
+#      and -Werror makes them errors for a packager),
+#   4. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs
 #      the suite again, plus the libFuzzer target for a bounded time.
 # The broker is started when none is running, and stopped again only if this
 # script started it.
@@ -28,6 +30,9 @@ jobs=$(nproc)
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$jobs"
 ctest --preset default
+
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$jobs"
 
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"

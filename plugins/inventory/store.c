@@ -753,7 +753,7 @@ static int apply_put(struct nst_store *s, struct stype *t, const char *id, json_
 int nst_store_put(struct nst_store *s, const char *type, const char *id, json_object *props,
                   bool *ret_changed, struct nst_error *err) {
         _cleanup_json_ json_object *p = props;
-        struct stype *t;
+        struct stype *t = NULL;
         int r = get_type(s, type, &t, err);
         if (r < 0)
                 return r;
@@ -784,7 +784,7 @@ static int apply_remove(struct nst_store *s, struct stype *t, struct obj *o,
 
 int nst_store_remove(struct nst_store *s, const char *type, const char *id,
                      struct nst_error *err) {
-        struct stype *t;
+        struct stype *t = NULL;
         int r = get_type(s, type, &t, err);
         if (r < 0)
                 return r;
@@ -882,7 +882,7 @@ static int sync_missing(const struct stype *t, const struct sync_item *items, si
 int nst_store_sync(struct nst_store *s, const char *type, json_object *objects,
                    struct nst_error *err) {
         _cleanup_json_ json_object *input = objects;
-        struct stype *t;
+        struct stype *t = NULL;
         int r = get_type(s, type, &t, err);
         if (r < 0)
                 return r;

@@ -185,7 +185,7 @@ static int get_bool(json_object *obj, const char *path, const char *key, bool *r
 
 static int get_tristate(json_object *obj, const char *path, const char *key,
                         enum nst_tristate *ret, struct nst_error *err) {
-        bool b;
+        bool b = false; /* not read unless set; -O3 cannot tell */
         int r = get_bool(obj, path, key, &b, err);
         if (r > 0)
                 *ret = b ? NST_TRI_ON : NST_TRI_OFF;
@@ -700,7 +700,7 @@ static int parse_size(json_object *obj, struct nst_guest_spec *s, struct nst_err
 
 static int parse_choices(json_object *obj, struct nst_guest_spec *s, struct nst_error *err) {
         const char *profile = NULL, *machine = NULL, *cpu_model = NULL;
-        int r, v;
+        int r, v = 0;
         if ((r = get_string(obj, "spec", "profile", &profile, err)) < 0)
                 return r;
         if (profile && !valid_name(profile))

@@ -179,7 +179,7 @@ const char *nst_lv_vm_state(int state) {
 
 int nst_lv_get_state(struct lv_plugin *p, const struct lv_instance *inst, int *ret,
                      struct nst_error *err) {
-        int state, reason;
+        int state = VIR_DOMAIN_NOSTATE, reason = 0;
         if (virDomainGetState(inst->dom, &state, &reason, 0) < 0) {
                 virErrorPtr e = virGetLastError();
                 if (e && e->code == VIR_ERR_NO_DOMAIN)
@@ -272,7 +272,7 @@ static int wait_off(struct lv_plugin *p, const struct lv_instance *inst, int64_t
                     bool *ret_off, struct nst_error *err) {
         int64_t deadline = nst_now_ms() + timeout_ms;
         for (;;) {
-                int state, r = nst_lv_get_state(p, inst, &state, err);
+                int state = VIR_DOMAIN_NOSTATE, r = nst_lv_get_state(p, inst, &state, err);
                 if (r < 0)
                         return r;
                 if (!is_active(state) || nst_now_ms() >= deadline) {
@@ -302,7 +302,7 @@ static int shut_down(struct lv_plugin *p, const struct lv_instance *inst, const 
         bool off = false;
         int r;
         /* A paused guest cannot react to the power button. */
-        int state;
+        int state = VIR_DOMAIN_NOSTATE;
         if ((r = nst_lv_get_state(p, inst, &state, err)) < 0)
                 return r;
         if (timeout_s > 0 && state == VIR_DOMAIN_RUNNING) {
@@ -379,7 +379,7 @@ int nst_lv_power_on(struct lv_plugin *p, json_object *ctx, json_object *args, js
 int nst_lv_power_off(struct lv_plugin *p, json_object *ctx, json_object *args,
                      json_object **ret, struct nst_error *err) {
         static const char *const allowed[] = {"instance", "timeout", NULL};
-        int64_t timeout;
+        int64_t timeout = 0;
         struct lv_instance inst;
         int state, r = opt_timeout(args, "power_off", &timeout, err);
         if (r < 0 || (r = begin(p, args, "power_off", allowed, &inst, err)) < 0)
@@ -401,7 +401,7 @@ int nst_lv_reboot(struct lv_plugin *p, json_object *ctx, json_object *args, json
                   struct nst_error *err) {
         static const char *const allowed[] = {"instance", "hard", "timeout", NULL};
         bool hard = false;
-        int64_t timeout;
+        int64_t timeout = 0;
         struct lv_instance inst;
         int state, r = nst_json_opt_bool(args, "hard", "reboot", &hard, err);
         if (r < 0 || (r = opt_timeout(args, "reboot", &timeout, err)) < 0 ||

@@ -805,7 +805,7 @@ static int alias_string(json_object *v, const char *key, const char *where, cons
 
 static int alias_name(json_object *v, const char *where, struct alias_value *av,
                       struct nst_error *err) {
-        const char *s;
+        const char *s = NULL;
         char buf[256];
         int r = alias_string(v, "name", where, &s, err);
         if (r < 0)
@@ -826,7 +826,7 @@ static int alias_name(json_object *v, const char *where, struct alias_value *av,
 
 static int alias_device_type(json_object *v, const char *where, struct alias_value *av,
                              struct nst_error *err) {
-        const char *s;
+        const char *s = NULL;
         enum nst_pci_type t;
         int r = alias_string(v, "device_type", where, &s, err);
         if (r < 0)
@@ -844,7 +844,7 @@ static int alias_device_type(json_object *v, const char *where, struct alias_val
 
 static int alias_numa_policy(json_object *v, const char *where, struct alias_value *av,
                              struct nst_error *err) {
-        const char *s;
+        const char *s = NULL;
         int r = alias_string(v, "numa_policy", where, &s, err);
         if (r < 0)
                 return r;
@@ -858,7 +858,7 @@ static int alias_numa_policy(json_object *v, const char *where, struct alias_val
 
 static int alias_key(const char *key, json_object *v, const char *where, struct alias_value *av,
                      struct nst_error *err) {
-        const char *s;
+        const char *s = NULL;
         if (strcmp(key, "name") == 0)
                 return alias_name(v, where, av, err);
         if (strcmp(key, "vendor_id") == 0)
