@@ -46,16 +46,19 @@
 #define MIB (1024ULL * KIB)
 #define GIB (1024ULL * MIB)
 
-/* QEMU's NBD server answers reads of up to 32 MiB, but 4 MiB pieces are
- * faster end to end here: the read ring (depth x piece) stays small enough
- * to be reused warm instead of faulting in fresh pages, and a piece is
- * still in the CPU cache when it is hashed and encrypted (1 GiB full copy:
- * 7.6 s with 32 MiB, 5.7 s with 4 MiB, 6.7 s with 1 MiB). */
-#define DATA_EXTENT_MAX (4 * MIB)
+/* QEMU's NBD server answers reads of up to 32 MiB, but it allocates a
+ * buffer per request, and glibc serves large ones from fresh memory (mmap,
+ * or a heap it trims as the requests complete): with 4 MiB requests every
+ * page QEMU reads into was a page fault, 4 of the 4.7 CPU-seconds QEMU spent
+ * exporting 1 GiB, because faults are slow on this kind of virtual machine.
+ * 512 KiB requests stay in glibc's heap in a fresh QEMU too and read the
+ * same GiB in 0.4-0.5 s instead of 2.9 s (docs/benchmarks.md); 1 MiB and
+ * larger fault unless an earlier larger read raised glibc's thresholds. */
+#define DATA_EXTENT_MAX NST_SRC_EXTENT_MAX
 /* NBD lengths are 32-bit: stay well below 4 GiB per block-status request. */
 #define BLOCK_STATUS_MAX (2 * GIB)
 #define HASH_BLOCK (64 * KIB)
-#define HASH_READ (4 * MIB)
+#define HASH_READ DATA_EXTENT_MAX
 #define STREAM_DEPTH_MAX 64
 #define NBD_POLL_MS 1000
 #define NBD_IDLE_MAX_MS 60000
@@ -1005,7 +1008,7 @@ static int combine(const struct status_walk *w, bool full, struct extent_out *o)
 
 int nst_src_job_extents(struct nst_src_job *j, size_t disk, struct nst_src_extent **ret,
                         size_t *ret_n, uint64_t *ret_disk_size, struct nst_error *err) {
-        struct src_disk *d;
+        struct src_disk *d = NULL;
         int r = job_disk(j, disk, &d, err);
         if (r < 0)
                 return r;
@@ -1070,8 +1073,9 @@ static int check_stream_extents(const struct src_disk *d, const struct nst_src_e
                         return nst_error_set(err, -EINVAL, "InvalidInput",
                                              "disk %s: extent %zu (offset %" PRIu64
                                              ", length %" PRIu64 ") is empty, beyond the disk "
-                                             "(%" PRIu64 " bytes) or data over 32 MiB",
-                                             d->name, i, e->offset, e->length, d->size);
+                                             "(%" PRIu64 " bytes) or data over %llu KiB",
+                                             d->name, i, e->offset, e->length, d->size,
+                                             (unsigned long long)(DATA_EXTENT_MAX / 1024));
                 if (!e->zero) {
                         data++;
                         if (e->length > max)
@@ -1195,7 +1199,7 @@ static int stream_run(struct stream *s, nst_src_data_fn fn, void *userdata,
 int nst_src_job_stream(struct nst_src_job *j, size_t disk, const struct nst_src_extent *ex,
                        size_t n, unsigned depth, nst_src_digest_fn digest_fn, nst_src_data_fn fn,
                        void *userdata, struct nst_error *err) {
-        struct src_disk *d;
+        struct src_disk *d = NULL;
         int r = job_disk(j, disk, &d, err);
         if (r < 0)
                 return r;
@@ -1215,26 +1219,28 @@ int nst_src_job_stream(struct nst_src_job *j, size_t disk, const struct nst_src_
         s.ring = calloc(depth, sizeof(*s.ring));
         if (!s.ring)
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
-        for (unsigned i = 0; i < depth; i++)
+        /* One block for all slots: 16 x 512 KiB is on huge pages, where 16
+         * separate buffers would each be fresh mmapped memory. */
+        size_t slot_size = (max + 63) / 64 * 64;
+        _cleanup_free_ uint8_t *block = NULL;
+        if (data > 0 && !(block = repl_buf_alloc(slot_size * depth, sizeof(void *)))) {
+                free(s.ring);
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        }
+        for (unsigned i = 0; i < depth; i++) {
                 s.ring[i].s = &s;
-        for (unsigned i = 0; data > 0 && i < depth; i++)
-                if (!(s.ring[i].buf = repl_buf_alloc(max, sizeof(void *)))) {
-                        r = nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
-                        break;
-                }
-        if (r >= 0)
-                r = stream_run(&s, fn, userdata, err);
+                s.ring[i].buf = block ? block + (size_t)i * slot_size : NULL;
+        }
+        r = stream_run(&s, fn, userdata, err);
         if (d->nbd)
                 stream_drain(&s);
-        for (unsigned i = 0; i < depth; i++)
-                free(s.ring[i].buf);
         free(s.ring);
         return r;
 }
 
 int nst_src_job_read(struct nst_src_job *j, size_t disk, uint64_t offset, void *buf,
                      size_t length, struct nst_error *err) {
-        struct src_disk *d;
+        struct src_disk *d = NULL;
         int r = job_disk(j, disk, &d, err);
         if (r < 0)
                 return r;
@@ -1256,7 +1262,7 @@ int nst_src_job_read(struct nst_src_job *j, size_t disk, uint64_t offset, void *
 
 int nst_src_job_hashes(struct nst_src_job *j, size_t disk, uint64_t first, uint32_t count,
                        uint8_t *out, struct nst_error *err) {
-        struct src_disk *d;
+        struct src_disk *d = NULL;
         int r = job_disk(j, disk, &d, err);
         if (r < 0)
                 return r;

@@ -74,13 +74,17 @@ int nst_src_scratch_prepare(const char *run_dir, const char *disk, uint64_t size
 /* Removes run_dir and what jobs left in it (spares, a stale socket). */
 void nst_src_run_dir_remove(const char *run_dir);
 
+/* The longest data extent a job gives or streams (repl_source.c says why). */
+#define NST_SRC_EXTENT_MAX (UINT64_C(512) * 1024)
+
 /* *ret_quiesced: whether the guest's filesystems were frozen for the point. */
 int nst_src_job_begin(virDomainPtr dom, const struct nst_src_job_opts *o,
                       struct nst_src_job **ret, bool *ret_quiesced, struct nst_error *err);
 /* What to ship for disk i (index into o->disks): incremental jobs give the
  * dirty extents (64 KiB granularity), full jobs the whole disk; both split
  * into data and zero ranges by base:allocation, sorted by offset, adjacent
- * ranges of one kind merged, data ranges split at 4 MiB. *ret owned. */
+ * ranges of one kind merged, data ranges split at NST_SRC_EXTENT_MAX.
+ * *ret owned. */
 int nst_src_job_extents(struct nst_src_job *j, size_t disk, struct nst_src_extent **ret,
                         size_t *ret_n, uint64_t *ret_disk_size, struct nst_error *err);
 

@@ -84,7 +84,8 @@
 #define NBD_EXIT_TIMEOUT_MS 10000
 #define NBD_KILL_TIMEOUT_MS 5000
 #define NBD_REQUEST_MAX (UINT64_C(32) << 20)
-#define HASH_READ_MAX (UINT32_C(4) << 20)
+/* Reads through qemu-nbd stay small for the reason repl_source.c gives. */
+#define HASH_READ_MAX (UINT32_C(512) << 10)
 #define CYCLE_ID_MAX 128
 #define SOCK_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path))
 #define TOOL_OUT_MAX 4096
@@ -682,7 +683,7 @@ static int jfield(json_object *o, const char *key, json_type type, bool optional
 
 static int jstring(json_object *o, const char *key, bool optional, const char *file,
                    const char *where, const char **ret, struct nst_error *err) {
-        json_object *v;
+        json_object *v = NULL;
         int r = jfield(o, key, json_type_string, optional, file, where, &v, err);
         *ret = r == 0 && v ? json_object_get_string(v) : NULL;
         return r;
@@ -1658,7 +1659,7 @@ static void job_free(struct write_job *j) {
 /* Finished jobs are kept, with their buffers, for later cycles of any
  * replica: a fresh buffer costs a page fault per 4 KiB touched, which was
  * a third of the target's CPU in a 64 MiB incremental cycle here. Buffers
- * come in power-of-two classes from DIRECT_ALIGN to 4 MiB (the sources'
+ * come in power-of-two classes from DIRECT_ALIGN to 4 MiB (above any source's
  * largest extent), so a kept one always fits; larger ones are not kept. At
  * most POOL_KEEP_MAX bytes are kept, and nst_rs_buffers_trim gives them
  * back once unused for a while. */

@@ -355,7 +355,7 @@ static void extents_are(const struct nst_src_extent *ex, size_t n, const struct 
                 uint64_t off = ex[i].offset, len = 0;
                 bool zero = ex[i].zero;
                 for (; i < n && ex[i].zero == zero && ex[i].offset == off + len; i++) {
-                        same = same && (zero || ex[i].length <= 4 * MIB);
+                        same = same && (zero || ex[i].length <= NST_SRC_EXTENT_MAX);
                         len += ex[i].length;
                 }
                 same = same && k < nw && w[k].off == off && w[k].len == len && w[k].zero == zero;
@@ -579,9 +579,9 @@ static void test_incremental(void **state) {
               "ReplicationFailed", "the stream stopped at offset 20971520");
         assert_int_equal(s.calls, 2);
         stream_and_compare(j, 0, ex, n, 64, F.expect);
-        struct nst_src_extent big = {.offset = 0, .length = 33 * MIB};
+        struct nst_src_extent big = {.offset = 0, .length = NST_SRC_EXTENT_MAX + 4 * KIB};
         FAILS(nst_src_job_stream(j, 0, &big, 1, 1, NULL, sink_fn, &s, &err), -EINVAL,
-              "InvalidInput", "data over 32 MiB");
+              "InvalidInput", "data over 512 KiB");
 
         uint8_t got[64], want_h[64];
         OK(nst_src_job_hashes(j, 0, 5 * MIB / (64 * KIB), 2, got, &err));
@@ -692,7 +692,7 @@ static void test_spare_scratch(void **state) {
         const struct want w[] = {{10 * MIB, 64 * KIB, false}};
         extents_are(ex, n, w, NST_ARRAY_SIZE(w));
         stream_and_compare(j, 0, ex, n, 4, pit);
-        struct nst_src_extent whole = {.offset = 0, .length = 4 * MIB};
+        struct nst_src_extent whole = {.offset = 0, .length = NST_SRC_EXTENT_MAX};
         for (whole.offset = 0; whole.offset < DISK_SIZE; whole.offset += whole.length)
                 stream_and_compare(j, 0, &whole, 1, 1, pit);
         free(ex);
