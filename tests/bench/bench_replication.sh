@@ -120,6 +120,13 @@ cpu2_q=$(cpu_s "$qemu_pid")
 read_full_s=$(sed 's/.*: \([0-9.]*\) s .*/\1/' <<<"$read_full")
 echo "full sync: cycle $full_ms ms for $full_bytes bytes; NBD read of the whole disk: $read_full"
 /usr/bin/python3 -c "import sys; c=$full_ms/1000; r=$read_full_s; print(f'  full sync speed = {r/c*100:.0f}% of the NBD read speed (target >= 70%)')"
+# The other bound of a full sync: the target writes the whole disk and makes
+# it durable, so it cannot be quicker than the target's file system takes
+# 1 GiB written the way the target writes a first point (O_DIRECT).
+dd_s=$(dd if=/dev/zero of="$work/b/ddtest" bs=4M count=256 oflag=direct conv=fsync 2>&1 |
+        sed -n 's/.* copied, \([0-9.]*\) s.*/\1/p')
+rm -f "$work/b/ddtest"
+/usr/bin/python3 -c "d=$dd_s; c=$full_ms/1000; print(f'  the target file system writes 1 GiB (dd, O_DIRECT + fsync) in {d:.2f} s: the full sync runs at {d/c*100:.0f}% of that')"
 # Where the CPU goes on this machine's cores: QEMU's NBD export costs the
 # same in both; the agents' work comes on top.
 /usr/bin/python3 -c "
