@@ -1903,6 +1903,7 @@ static void write_settle_all(struct nst_rs_replica *r) {
 }
 
 static void *writer_main(void *arg) {
+        pthread_setname_np(pthread_self(), "repl-writer");
         struct nst_rs_replica *r = arg;
         pthread_mutex_lock(&r->wlock);
         for (;;) {

@@ -649,6 +649,7 @@ struct early_hello {
 };
 
 static void *early_hello_main(void *arg) {
+        pthread_setname_np(pthread_self(), "repl-hello");
         struct early_hello *h = arg;
         h->rc = hello(h->c, &h->err);
         return NULL;
@@ -1014,6 +1015,7 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
 /* ---- threads ---- */
 
 static void *runner_main(void *arg) {
+        pthread_setname_np(pthread_self(), "repl-cycle");
         struct repl_source *s = arg;
         pthread_mutex_lock(&s->lock);
         while (!s->stopping) {
@@ -1143,6 +1145,7 @@ static void refresh_hints_locked(struct repl_source *s, int64_t now) {
 }
 
 static void *sched_main(void *arg) {
+        pthread_setname_np(pthread_self(), "repl-sched");
         struct repl_source *s = arg;
         struct violations vs = {0};
         pthread_mutex_lock(&s->lock);
@@ -1190,6 +1193,7 @@ static void *sched_main(void *arg) {
 /* The hints have a thread of their own: libvirt can take its time to
  * answer, and the scheduler thread must start due cycles on time. */
 static void *hint_main(void *arg) {
+        pthread_setname_np(pthread_self(), "repl-hint");
         struct repl_source *s = arg;
         pthread_mutex_lock(&s->lock);
         while (!s->stopping) {

@@ -554,6 +554,7 @@ static void session_run(struct session *s) {
 #define HANDSHAKE_TIMEOUT_MS 10000
 
 static void *session_main(void *arg) {
+        pthread_setname_np(pthread_self(), "repl-session");
         struct session *s = arg;
         struct nst_error err = NST_ERROR_INIT;
         if (nst_rc_handshake(s->ch, HANDSHAKE_TIMEOUT_MS, &err) == 0) {
@@ -578,6 +579,7 @@ static void *session_main(void *arg) {
 #define BUFFERS_IDLE_MS (2 * 60 * 1000)
 
 static void *listener_main(void *arg) {
+        pthread_setname_np(pthread_self(), "repl-listen");
         struct repl_target *t = arg;
         for (;;) {
                 pthread_mutex_lock(&t->lock);
