@@ -41,9 +41,14 @@ static const struct nst_option options[] = {
          "Replication cycles this node runs at once as a source", 1, 256},
         {"stream_depth", NST_OPT_INT, "16", "NBD reads in flight per disk while shipping", 1, 64},
         {"mark_interval_mb", NST_OPT_INT, "256",
-         "A cycle is made durable on the target every this many MiB, so a broken connection "
-         "resumes from there",
+         "MiB at least between two marks (the target makes what a cycle sent so far durable; "
+         "a broken connection resumes from the last mark)",
          1, 65536},
+        {"mark_interval_s", NST_OPT_INT, "10",
+         "Seconds at least between two marks: the stream waits at each while the target "
+         "flushes, so on a fast link a byte interval alone would stall it often (0: bytes "
+         "alone)",
+         0, 3600},
         {"connect_timeout", NST_OPT_INT, "10", "Seconds to connect to a target's data channel", 1,
          600},
         {"io_timeout", NST_OPT_INT, "60",
@@ -355,6 +360,7 @@ static int load_options(struct repl_plugin *p, struct nst_error *err) {
         o->max_running = (int)nst_config_get_int(cfg, REPL_SECTION, "max_concurrent_cycles");
         o->stream_depth = (unsigned)nst_config_get_int(cfg, REPL_SECTION, "stream_depth");
         o->mark_bytes = (uint64_t)nst_config_get_int(cfg, REPL_SECTION, "mark_interval_mb") << 20;
+        o->mark_ms = (int64_t)nst_config_get_int(cfg, REPL_SECTION, "mark_interval_s") * 1000;
         o->connect_timeout_ms = (int)nst_config_get_int(cfg, REPL_SECTION, "connect_timeout") *
                                 1000;
         o->io_timeout_ms = (int)nst_config_get_int(cfg, REPL_SECTION, "io_timeout") * 1000;

@@ -27,7 +27,8 @@ struct repl_options {
         struct nst_rc_tls_config tls; /* strings owned; all NULL: pre-shared keys */
         int max_running;
         unsigned stream_depth;
-        uint64_t mark_bytes;
+        uint64_t mark_bytes; /* a mark after this many bytes ... */
+        int64_t mark_ms;     /* ... and this long since the last one */
         int connect_timeout_ms;
         int io_timeout_ms;
         double rpc_timeout_s;

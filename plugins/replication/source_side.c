@@ -326,7 +326,8 @@ struct cycle {
         uint16_t resume_disk;
         uint64_t resume_offset;
         uint16_t disk;        /* being shipped */
-        uint64_t since_mark;
+        uint64_t since_mark;  /* bytes since the last mark (or the stream's start) */
+        int64_t mark_ms;      /* when that was */
         uint64_t shipped;     /* data bytes shipped, this cycle */
         uint64_t zeroed;      /* bytes shipped as zero ranges (no payload) */
         uint64_t wire;        /* channel bytes of closed connections */
@@ -382,9 +383,19 @@ static int send_mark(struct cycle *c, uint16_t disk, uint64_t offset, struct nst
         int r = nst_rc_send(c->ch, NST_RW_MARK, 0, m, sizeof(m), NULL, 0, err);
         if (r >= 0)
                 r = recv_expect(c, NST_RW_MARK_ACK, NULL, err);
-        if (r >= 0)
+        if (r >= 0) {
                 c->since_mark = 0;
+                c->mark_ms = repl_mono_ms();
+        }
         return r < 0 ? r : 0;
+}
+
+/* The target drains its writes and flushes at each mark while the stream
+ * waits: often enough that a broken connection loses little, rarely enough
+ * that the stalls stay a small part of the cycle. */
+static bool mark_due(const struct cycle *c) {
+        const struct repl_options *o = &c->s->p->o;
+        return c->since_mark >= o->mark_bytes && repl_mono_ms() - c->mark_ms >= o->mark_ms;
 }
 
 static int send_zero(struct cycle *c, uint64_t offset, uint64_t length, struct nst_error *err) {
@@ -449,7 +460,7 @@ static int on_extent(void *ud, const struct nst_src_extent *e, const void *data,
                 c->zeroed += e->length;
         }
         c->since_mark += data ? e->length : 0;
-        if (c->since_mark >= c->s->p->o.mark_bytes)
+        if (mark_due(c))
                 return send_mark(c, c->disk, e->offset + e->length, x->err);
         return 0;
 }
@@ -519,8 +530,7 @@ static int ship_disk_by_hash(struct cycle *c, uint64_t from, struct nst_error *e
                 }
                 progress(c, NULL, len);
                 c->since_mark += len;
-                if (c->since_mark >= c->s->p->o.mark_bytes &&
-                    (r = send_mark(c, c->disk, off + len, err)) < 0)
+                if (mark_due(c) && (r = send_mark(c, c->disk, off + len, err)) < 0)
                         return r;
         }
         return 0;
@@ -528,6 +538,8 @@ static int ship_disk_by_hash(struct cycle *c, uint64_t from, struct nst_error *e
 
 static int ship(struct cycle *c, struct nst_error *err) {
         bool by_hash = strcmp(c->kind, "seed") == 0 || strcmp(c->kind, "resync") == 0;
+        c->since_mark = 0;
+        c->mark_ms = repl_mono_ms();
         for (size_t d = c->resume_valid ? c->resume_disk : 0; d < c->cfg.n_disks; d++) {
                 c->disk = (uint16_t)d;
                 uint64_t from = c->resume_valid && d == c->resume_disk ? c->resume_offset : 0;
@@ -542,7 +554,11 @@ static int ship(struct cycle *c, struct nst_error *err) {
                                                c->n_ext[d] - i, c->s->p->o.stream_depth,
                                                nst_rw_digest, on_extent, &x, err);
                 }
-                if (r < 0 || (r = send_mark(c, (uint16_t)d, c->sizes[d], err)) < 0)
+                if (r < 0)
+                        return r;
+                /* The end of a disk is a mark; the end of the last one needs
+                 * none, since COMMIT, which follows, flushes everything. */
+                if (d + 1 < c->cfg.n_disks && (r = send_mark(c, (uint16_t)d, c->sizes[d], err)) < 0)
                         return r;
         }
         return 0;

@@ -125,6 +125,7 @@ uri = $uri
 listen_address = 127.0.0.1
 listen_port = $4
 mark_interval_mb = 16
+mark_interval_s = 0
 connect_retries = 5
 rpc_timeout = 8
 primary_check_timeout = 5
