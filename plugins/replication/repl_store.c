@@ -42,9 +42,11 @@
  * /proc cmdline must still name qemu-nbd and our socket before we kill it).
  *
  * Unix socket paths are limited to 107 bytes: when <dir>/nbd-ro-<disk>.sock
- * could exceed that, sockets go to a short directory made with mkdtemp()
- * under $TMPDIR (or /tmp) for the life of the replica object; partial.json
- * records it so a stale one is removed too. */
+ * could exceed that, sockets go to $TMPDIR/nestor-<uid>/rs-<hash of dir>
+ * (both private to the agent's user, checked): the same directory whenever
+ * the replica is open, so a killed agent's is taken again, not leaked;
+ * partial.json records it, and a recorded one of another name (older
+ * agents made random ones) is removed when empty. */
 #include "plugins/replication/repl_store.h"
 
 #include <dirent.h>
@@ -1100,29 +1102,59 @@ static void replica_free(struct nst_rs_replica *r) {
 }
 NST_DEFINE_CLEANUP(struct nst_rs_replica, replica_free)
 
-/* Sockets live in dir unless the longest one would not fit in sun_path. */
+/* FNV-1a: a short, stable name for a replica directory. */
+static uint64_t path_hash(const char *p) {
+        uint64_t h = UINT64_C(0xcbf29ce484222325);
+        for (; *p; p++)
+                h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
+        return h;
+}
+
+/* mkdir that accepts an existing directory only if it is ours and private:
+ * the short socket directories live under /tmp, which everyone can write. */
+static int private_dir(const char *path, struct nst_error *err) {
+        struct stat st;
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+                return nst_error_set(err, -errno, "StorageError", "cannot create %s: %s", path,
+                                     strerror(errno));
+        if (lstat(path, &st) < 0)
+                return nst_error_set(err, -errno, "StorageError", "%s: %s", path, strerror(errno));
+        if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+                return nst_error_set(err, -EPERM, "StorageError",
+                                     "%s is not a directory private to this user: no qemu-nbd "
+                                     "sockets go there",
+                                     path);
+        return 0;
+}
+
+/* Sockets live in dir unless the longest one would not fit in sun_path
+ * (the default state_path already does not); then in
+ * $TMPDIR/nestor-<uid>/rs-<hash of dir>: the same directory every time the
+ * replica is opened, so the one an agent killed with -9 left is taken again
+ * instead of piling up. */
 static int choose_sockdir(struct nst_rs_replica *r, struct nst_error *err) {
-        size_t longest = strlen(r->dir) + strlen("/nbd-ro-") + NST_RS_DISK_NAME_MAX +
-                         strlen(".sock");
-        if (longest < SOCK_PATH_MAX) {
+        size_t names = strlen("/nbd-ro-") + NST_RS_DISK_NAME_MAX + strlen(".sock");
+        if (strlen(r->dir) + names < SOCK_PATH_MAX) {
                 r->sockdir = strdup(r->dir);
                 return r->sockdir ? 0 : oom(err);
         }
         const char *tmp = getenv("TMPDIR");
-        if (asprintf(&r->sockdir, "%s/nestor-rs-XXXXXX", tmp && tmp[0] == '/' ? tmp : "/tmp") < 0) {
+        char parent[PATH_MAX];
+        int e = snprintf(parent, sizeof(parent), "%s/nestor-%u", tmp && tmp[0] == '/' ? tmp : "/tmp",
+                         (unsigned)geteuid());
+        if (e < 0 || (size_t)e >= sizeof(parent) || (size_t)e + 20 + names >= SOCK_PATH_MAX)
+                return nst_error_set(err, -ENAMETOOLONG, "StorageError",
+                                     "no short directory for qemu-nbd sockets under %s: set "
+                                     "TMPDIR to a shorter path",
+                                     tmp && tmp[0] == '/' ? tmp : "/tmp");
+        if ((e = private_dir(parent, err)) < 0)
+                return e;
+        if (asprintf(&r->sockdir, "%s/rs-%016" PRIx64, parent, path_hash(r->dir)) < 0) {
                 r->sockdir = NULL;
                 return oom(err);
         }
-        int e = strlen(r->sockdir) + strlen("/nbd-ro-") + NST_RS_DISK_NAME_MAX + strlen(".sock") <
-                                SOCK_PATH_MAX
-                        ? 0
-                        : -ENAMETOOLONG;
-        if (e == 0 && !mkdtemp(r->sockdir))
-                e = -errno;
-        if (e < 0)
-                return nst_error_set(err, e, "StorageError",
-                                     "no short directory for qemu-nbd sockets (%s): %s",
-                                     r->sockdir, strerror(-e));
+        if ((e = private_dir(r->sockdir, err)) < 0)
+                return e;
         r->sockdir_tmp = true;
         return 0;
 }
@@ -1298,7 +1330,7 @@ static int recover_partial(struct nst_rs_replica *r, struct nst_error *err) {
                 if (lstat(p.socks[i], &st) == 0 && S_ISSOCK(st.st_mode))
                         unlink(p.socks[i]);
         }
-        if (strcmp(p.sockdir, r->dir) != 0)
+        if (strcmp(p.sockdir, r->dir) != 0 && strcmp(p.sockdir, r->sockdir) != 0)
                 (void)rmdir(p.sockdir); /* a dead agent's temporary one, if empty */
         bool stale = p.base != latest_id(r);
         partial_done(&p);

@@ -2,6 +2,7 @@
  * qemu-nbd and qemu-io: content of every point is compared byte for byte
  * with a model kept in memory, thinness is read from `qemu-img map`, and
  * crashes are simulated by leaving the files a dead agent would leave. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -37,7 +38,20 @@ struct fixture {
         char dir[256];    /* the replica */
         char seed[128];   /* qcow2 seed of vda */
         uint8_t *model[2]; /* what the latest point should read as, per disk */
+        char sockparent[128]; /* where short socket directories go (test_long_directory) */
 };
+
+/* Entries of dir besides . and .. (-1 when it cannot be read). */
+static int count_entries(const char *dir) {
+        DIR *d = opendir(dir);
+        if (!d)
+                return -1;
+        int n = 0;
+        for (struct dirent *e; (e = readdir(d));)
+                n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+        closedir(d);
+        return n;
+}
 
 /* ---- helpers ---- */
 
@@ -894,13 +908,46 @@ static void test_long_directory(void **state) {
         memcpy(f->dir, deep, sizeof(f->dir) - 1);
         f->dir[sizeof(f->dir) - 1] = '\0';
         assert_true(strlen(deep) < sizeof(f->dir));
+        /* Short socket directories go under $TMPDIR: this test's own. */
+        const char *old_tmp = getenv("TMPDIR");
+        char *saved_tmp = old_tmp ? strdup(old_tmp) : NULL;
+        assert_int_equal(setenv("TMPDIR", f->root, 1), 0);
+        snprintf(f->sockparent, sizeof(f->sockparent), "%s/nestor-%u", f->root,
+                 (unsigned)geteuid());
         struct nst_rs_replica *r = create_two(f, false);
         begin(r, "c1", NULL);
         put(f, r, 1, 0, MIB, 0x42);
         assert_int_equal(commit(r, "cp1"), 1);
         assert_point_equals(f, r, 1, 1, f->model[1]);
+
+        /* An agent killed with a replica open leaves its short socket
+         * directory; the next one to open the replica takes the same. */
+        nst_rs_close(r);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct nst_rs_replica *killed = NULL;
+                struct nst_error e = NST_ERROR_INIT;
+                _exit(nst_rs_open(f->dir, &killed, &e) == 0 ? 0 : 1); /* no close */
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        assert_int_equal(count_entries(f->sockparent), 1);
+        r = reopen(f, NULL);
+        begin(r, "c2", NULL); /* qemu-nbd on an overlay: a socket in the short directory */
+        put(f, r, 0, MIB, 64 * 1024, 0x43);
+        assert_int_equal(commit(r, "cp2"), 2);
+        assert_point_equals(f, r, 2, 0, f->model[0]);
+        assert_int_equal(count_entries(f->sockparent), 1);
         struct nst_error err = NST_ERROR_INIT;
         assert_int_equal(nst_rs_destroy(r, &err), 0);
+        assert_int_equal(count_entries(f->sockparent), 0);
+        if (saved_tmp)
+                setenv("TMPDIR", saved_tmp, 1);
+        else
+                unsetenv("TMPDIR");
+        free(saved_tmp);
 }
 
 int main(void) {
