@@ -89,6 +89,9 @@ qio() { virsh -c "$uri" qemu-monitor-command "$vm" --hmp "qemu-io -d /machine/pe
 fill_mb=${BENCH_FILL_MB:-1024} # how much of the disk holds data for the full sync
 log "filling $fill_mb MiB of the 1 GiB disk"
 for i in $(seq 0 $((fill_mb / 64 - 1))); do qio "write -P $((i + 1)) $((i * 64))M 64M"; done
+# Both "nodes" share this machine's disk: the fill's dirty pages would be
+# written back during the full sync, competing with the target's writes.
+sync
 
 status() { ctl a replication_status "{\"replication\": \"$uuid\"}"; }
 # Waits for the source agent's log to say the n-th cycle committed: a poll
