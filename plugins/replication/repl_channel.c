@@ -47,6 +47,7 @@
 #define READ_AHEAD_BYTES (128 * 1024)
 /* Frames up to this size go out in one SSL_write (one TLS record). */
 #define COALESCE_SIZE 16384
+#define GATHER_SIZE (256 * 1024)
 /* The rate limit lets at most this much of a second's budget accumulate. */
 #define BURST_MS 100
 #define PEER_MAX (INET6_ADDRSTRLEN + 16)
@@ -78,6 +79,12 @@ struct nst_rc_conn {
         uint64_t sent;
         uint64_t received;
         uint8_t wbuf[COALESCE_SIZE];
+        /* TLS records on their way to the socket: OpenSSL writes each 16 KiB
+         * record to the BIO by itself, and one send() per record was most
+         * of the sender's system calls; gathered, a frame goes out in
+         * GATHER_SIZE pieces. Emptied before every send returns. */
+        uint8_t *gather;
+        size_t gather_len, gather_off;
 };
 
 /* ---- time ---- */
@@ -150,14 +157,41 @@ int64_t nst_rc_bucket_take(struct nst_rc_bucket *b, uint64_t n, int64_t now) {
 static BIO_METHOD *nosigpipe_method;
 static pthread_once_t nosigpipe_once = PTHREAD_ONCE_INIT;
 
+/* Sends what is gathered: 0, -EAGAIN (the socket is full; call again),
+ * or another negative errno. */
+static int gather_flush(struct nst_rc_conn *c) {
+        while (c->gather_off < c->gather_len) {
+                ssize_t r = send(c->fd, c->gather + c->gather_off, c->gather_len - c->gather_off,
+                                 MSG_NOSIGNAL);
+                if (r < 0)
+                        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
+                                       ? -EAGAIN
+                                       : -errno;
+                c->gather_off += (size_t)r;
+        }
+        c->gather_len = c->gather_off = 0;
+        return 0;
+}
+
 static int bio_write(BIO *b, const char *buf, int n) {
         struct nst_rc_conn *c = BIO_get_data(b);
-        ssize_t r = send(c->fd, buf, (size_t)n, MSG_NOSIGNAL);
+        int r = 0;
 
         BIO_clear_retry_flags(b);
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        if (c->gather_len == GATHER_SIZE)
+                r = gather_flush(c);
+        if (r == 0) {
+                size_t take = GATHER_SIZE - c->gather_len < (size_t)n ? GATHER_SIZE - c->gather_len
+                                                                      : (size_t)n;
+                memcpy(c->gather + c->gather_len, buf, take);
+                c->gather_len += take;
+                return (int)take;
+        }
+        if (r == -EAGAIN)
                 BIO_set_retry_write(b);
-        return r < 0 ? -1 : (int)r;
+        else
+                errno = -r;
+        return -1;
 }
 
 static int bio_read(BIO *b, char *buf, int n) {
@@ -173,9 +207,18 @@ static int bio_read(BIO *b, char *buf, int n) {
 }
 
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+        struct nst_rc_conn *c = BIO_get_data(b);
+        int r;
+
         switch (cmd) {
         case BIO_CTRL_FLUSH:
-                return 1;
+                BIO_clear_retry_flags(b);
+                r = gather_flush(c);
+                if (r == -EAGAIN)
+                        BIO_set_retry_write(b);
+                else if (r < 0)
+                        errno = -r;
+                return r == 0 ? 1 : -1;
         case BIO_CTRL_EOF:
                 return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
         default:
@@ -258,6 +301,7 @@ static void conn_free(struct nst_rc_conn *c) {
         if (c->fd >= 0)
                 close(c->fd);
         OPENSSL_cleanse(c->psk, sizeof(c->psk));
+        free(c->gather);
         free(c);
 }
 NST_DEFINE_CLEANUP(struct nst_rc_conn, conn_free);
@@ -274,6 +318,8 @@ static int conn_new(int fd, const char *peer, SSL_CTX *ctx, bool cert_mode,
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         }
         c->fd = fd;
+        if (!(c->gather = malloc(GATHER_SIZE)))
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         c->cert_mode = cert_mode;
         c->timeout_ms = DEFAULT_TIMEOUT_MS;
         snprintf(c->peer, sizeof(c->peer), "%s", peer);
@@ -899,6 +945,20 @@ static int write_all(struct nst_rc_conn *c, const void *p, size_t n, struct nst_
         return 0;
 }
 
+/* The gathered records on the wire, so that a peer waits for nothing we
+ * hold. */
+static int flush_gathered(struct nst_rc_conn *c, struct nst_error *err) {
+        for (;;) {
+                int r = gather_flush(c);
+                if (r == 0)
+                        return 0;
+                if (r != -EAGAIN)
+                        return io_failed(c, "sending to", SSL_ERROR_SYSCALL, -r, false, err);
+                if (wait_fd(c->fd, POLLOUT, deadline_after(c->timeout_ms)) < 0)
+                        return io_timed_out(c, "sending to", err);
+        }
+}
+
 /* Writes the parts in order; small neighbours share one SSL_write (one TLS
  * record), large ones go out directly without a copy. */
 static int write_parts(struct nst_rc_conn *c, const void *const *parts, const size_t *sizes,
@@ -945,7 +1005,8 @@ int nst_rc_send(struct nst_rc_conn *c, uint8_t type, uint8_t flags, const void *
         wait = nst_rc_bucket_take(&c->bucket, sizeof(header) + n1 + n2, now_ms());
         if (wait > 0)
                 sleep_ms(wait);
-        return write_parts(c, parts, sizes, NST_ARRAY_SIZE(parts), err);
+        int r = write_parts(c, parts, sizes, NST_ARRAY_SIZE(parts), err);
+        return r < 0 ? r : flush_gathered(c, err);
 }
 
 static bool is_json_type(uint8_t type) {
@@ -1102,8 +1163,12 @@ void nst_rc_close(struct nst_rc_conn *c) {
 
                         ERR_clear_error();
                         r = SSL_shutdown(c->ssl);
-                        if (r >= 0)
+                        if (r >= 0) {
+                                while (gather_flush(c) == -EAGAIN &&
+                                       wait_fd(c->fd, POLLOUT, deadline) == 0)
+                                        ;
                                 break;
+                        }
                         e = SSL_get_error(c->ssl, r);
                         if ((e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) ||
                             wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
