@@ -1142,7 +1142,8 @@ static int choose_sockdir(struct nst_rs_replica *r, struct nst_error *err) {
         char parent[PATH_MAX];
         int e = snprintf(parent, sizeof(parent), "%s/nestor-%u", tmp && tmp[0] == '/' ? tmp : "/tmp",
                          (unsigned)geteuid());
-        if (e < 0 || (size_t)e >= sizeof(parent) || (size_t)e + 20 + names >= SOCK_PATH_MAX)
+        size_t hash_name = strlen("/rs-") + 16;
+        if (e < 0 || (size_t)e >= sizeof(parent) || (size_t)e + hash_name + names >= SOCK_PATH_MAX)
                 return nst_error_set(err, -ENAMETOOLONG, "StorageError",
                                      "no short directory for qemu-nbd sockets under %s: set "
                                      "TMPDIR to a shorter path",
