@@ -1139,15 +1139,15 @@ static int choose_sockdir(struct nst_rs_replica *r, struct nst_error *err) {
                 return r->sockdir ? 0 : oom(err);
         }
         const char *tmp = getenv("TMPDIR");
+        const char *base = tmp && tmp[0] == '/' ? tmp : "/tmp";
         char parent[PATH_MAX];
-        int e = snprintf(parent, sizeof(parent), "%s/nestor-%u", tmp && tmp[0] == '/' ? tmp : "/tmp",
-                         (unsigned)geteuid());
+        int e = snprintf(parent, sizeof(parent), "%s/nestor-%u", base, (unsigned)geteuid());
         size_t hash_name = strlen("/rs-") + 16;
         if (e < 0 || (size_t)e >= sizeof(parent) || (size_t)e + hash_name + names >= SOCK_PATH_MAX)
                 return nst_error_set(err, -ENAMETOOLONG, "StorageError",
                                      "no short directory for qemu-nbd sockets under %s: set "
                                      "TMPDIR to a shorter path",
-                                     tmp && tmp[0] == '/' ? tmp : "/tmp");
+                                     base);
         if ((e = private_dir(parent, err)) < 0)
                 return e;
         if (asprintf(&r->sockdir, "%s/rs-%016" PRIx64, parent, path_hash(r->dir)) < 0) {
