@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/fnv.h"
 #include "messages/ids.h"
 #include "messages/json_util.h"
 #include "messages/util.h"
@@ -99,15 +100,6 @@ static uint32_t hash_id(const char *s) {
                 h = (h ^ (uint8_t)*s) * 16777619u;
         return h;
 }
-
-static uint64_t fnv64(uint64_t h, const void *data, size_t len) {
-        const uint8_t *p = data;
-        for (size_t i = 0; i < len; i++)
-                h = (h ^ p[i]) * 1099511628211ull;
-        return h;
-}
-
-#define FNV64_INIT 14695981039346656037ull
 
 /* A finalizer, so that sums of hashes (order-independent sets) still mix. */
 static uint64_t mix64(uint64_t h) {
@@ -969,7 +961,7 @@ static int query_fields(struct query *q, json_object *fields, uint64_t *h,
                         struct nst_error *err) {
         const struct stype *t = q->type;
         if (!fields) {
-                *h = fnv64(*h, "*", 2);
+                *h = nst_fnv64(*h, "*", 2);
                 q->fields = calloc(t->n_fields ? t->n_fields : 1, sizeof(*q->fields));
                 if (!q->fields)
                         return oom(err, "query");
@@ -1005,30 +997,31 @@ static int query_fields(struct query *q, json_object *fields, uint64_t *h,
                 q->fields[q->n_fields++] = f;
         }
         /* The same set in any order is the same query. */
-        *h = fnv64(*h, "[", 1);
+        *h = nst_fnv64(*h, "[", 1);
         for (size_t i = 0; i < t->n_fields; i++)
                 if (seen[i])
-                        *h = fnv64(*h, t->fields[i].name, strlen(t->fields[i].name) + 1);
+                        *h = nst_fnv64(*h, t->fields[i].name, strlen(t->fields[i].name) + 1);
         return 0;
 }
 
 static uint64_t value_hash(enum nst_store_kind kind, json_object *v) {
-        uint64_t h = FNV64_INIT;
+        uint64_t h = NST_FNV64_INIT;
         if (!v)
-                return fnv64(h, "n", 1);
+                return nst_fnv64(h, "n", 1);
         switch (kind) {
         case NST_STORE_STRING:
-                h = fnv64(h, "s", 1);
-                return fnv64(h, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+                h = nst_fnv64(h, "s", 1);
+                return nst_fnv64(h, json_object_get_string(v),
+                                 (size_t)json_object_get_string_len(v));
         case NST_STORE_BOOL:
-                return fnv64(h, json_object_get_boolean(v) ? "t" : "f", 1);
+                return nst_fnv64(h, json_object_get_boolean(v) ? "t" : "f", 1);
         case NST_STORE_INT: {
                 int64_t i = json_object_get_int64(v);
-                return fnv64(fnv64(h, "i", 1), &i, sizeof(i));
+                return nst_fnv64(nst_fnv64(h, "i", 1), &i, sizeof(i));
         }
         default: {
                 double d = json_object_get_double(v);
-                return fnv64(fnv64(h, "d", 1), &d, sizeof(d));
+                return nst_fnv64(nst_fnv64(h, "d", 1), &d, sizeof(d));
         }
         }
 }
@@ -1092,10 +1085,10 @@ static int query_filter(struct query *q, json_object *filter, uint64_t *h,
                                 return r;
                         vh = value_hash(c.kind, val);
                 }
-                sum += mix64(fnv64(vh, key, strlen(key) + 1));
+                sum += mix64(nst_fnv64(vh, key, strlen(key) + 1));
                 q->conds[q->n_conds++] = c;
         }
-        *h = fnv64(fnv64(*h, "?", 1), &sum, sizeof(sum));
+        *h = nst_fnv64(nst_fnv64(*h, "?", 1), &sum, sizeof(sum));
         return 0;
 }
 
@@ -1230,7 +1223,7 @@ int nst_store_query(struct nst_store *s, const char *type, json_object *fields,
                         err);
         if (r < 0)
                 return r;
-        uint64_t h = fnv64(FNV64_INIT, type, strlen(type) + 1);
+        uint64_t h = nst_fnv64(NST_FNV64_INIT, type, strlen(type) + 1);
         r = query_fields(&q, fields, &h, err);
         if (r < 0)
                 return r;

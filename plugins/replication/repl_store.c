@@ -70,6 +70,7 @@
 #include <unistd.h>
 
 #include "agent/clock.h"
+#include "agent/fnv.h"
 #include "agent/fs_util.h"
 #include "messages/json_util.h"
 #include "plugins/libvirt/disks.h"
@@ -1102,14 +1103,6 @@ static void replica_free(struct nst_rs_replica *r) {
 }
 NST_DEFINE_CLEANUP(struct nst_rs_replica, replica_free)
 
-/* FNV-1a: a short, stable name for a replica directory. */
-static uint64_t path_hash(const char *p) {
-        uint64_t h = UINT64_C(0xcbf29ce484222325);
-        for (; *p; p++)
-                h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
-        return h;
-}
-
 /* mkdir that accepts an existing directory only if it is ours and private:
  * the short socket directories live under /tmp, which everyone can write. */
 static int private_dir(const char *path, struct nst_error *err) {
@@ -1150,7 +1143,7 @@ static int choose_sockdir(struct nst_rs_replica *r, struct nst_error *err) {
                                      base);
         if ((e = private_dir(parent, err)) < 0)
                 return e;
-        if (asprintf(&r->sockdir, "%s/rs-%016" PRIx64, parent, path_hash(r->dir)) < 0) {
+        if (asprintf(&r->sockdir, "%s/rs-%016" PRIx64, parent, nst_fnv64(NST_FNV64_INIT, r->dir, strlen(r->dir))) < 0) {
                 r->sockdir = NULL;
                 return oom(err);
         }
