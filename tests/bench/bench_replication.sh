@@ -108,8 +108,9 @@ run_dir=$work/read
 mkdir -p "$run_dir"
 chown libvirt-qemu:kvm "$run_dir" 2>/dev/null || true
 
-# CPU seconds (user + system) a process has used so far.
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# CPU seconds (user + system) a process and its reaped children (the
+# target's qemu-nbd, qemu-img) have used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 + $16 + $17) / hz}' "/proc/$1/stat"; }
 qemu_pid=$(pgrep -f "guest=$vm," | head -1)
 cpu0_a=$(cpu_s "${pids[0]}") cpu0_b=$(cpu_s "${pids[1]}") cpu0_q=$(cpu_s "$qemu_pid")
 ctl a replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$prefix-b\", \"rpo\": 3600, \"disks\": [\"vda\"], \"quiesce\": \"off\"}" >/dev/null
@@ -149,14 +150,17 @@ for round in $(seq 1 "$rounds"); do
         read_inc_s=$(sed 's/.*: \([0-9.]*\) s .*/\1/' <<<"$read_inc")
         read_job_s=$(sed 's/.*(\([0-9.]*\) s with.*/\1/' <<<"$read_inc")
         n=$(jget 'd["cycles_total"]' <<<"$(status)")
+        c0_a=$(cpu_s "${pids[0]}") c0_b=$(cpu_s "${pids[1]}") c0_q=$(cpu_s "$qemu_pid")
         ctl a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null
         wait_cycles $((n + 1))
+        c1_a=$(cpu_s "${pids[0]}") c1_b=$(cpu_s "${pids[1]}") c1_q=$(cpu_s "$qemu_pid")
         s=$(status)
         ms=$(jget 'd["duration_ms_last_cycle"]' <<<"$s")
         shipped=$(jget 'd["bytes_last_cycle"]' <<<"$s")
         wire=$(jget 'd["wire_bytes_last_cycle"]' <<<"$s")
         echo "incremental $round: NBD read of the dirty extents: $read_inc; cycle $ms ms, shipped $shipped, wire $wire"
         /usr/bin/python3 -c "print(f'  wire/changed = {$wire/67108864:.4f} (target <= 1.05); cycle/read = {$ms/1000/$read_inc_s:.2f} (target <= 2); cycle/(read with the job start and end) = {$ms/1000/$read_job_s:.2f}')"
+        /usr/bin/python3 -c "print(f'  CPU seconds: QEMU {$c1_q - $c0_q:.2f} + source agent {$c1_a - $c0_a:.2f} + target agent with its qemu-nbd {$c1_b - $c0_b:.2f}')"
         cycles+=("$ms") ratios_bare+=("$ms/1000/$read_inc_s") ratios_job+=("$ms/1000/$read_job_s")
 done
 # Rounds vary (this machine's two cores are shared with QEMU's TCG guest

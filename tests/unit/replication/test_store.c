@@ -861,6 +861,56 @@ static void test_disk_full(void **state) {
         assert_int_equal(nst_rs_destroy(r, &err), 0);
 }
 
+/* Whether a thread of this process has that name (pthread_setname_np). */
+static bool thread_named(const char *name) {
+        DIR *d = opendir("/proc/self/task");
+        assert_non_null(d);
+        bool found = false;
+        for (struct dirent *e; !found && (e = readdir(d));) {
+                char path[300], comm[32] = "";
+                snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+                FILE *fp = fopen(path, "r");
+                if (!fp)
+                        continue;
+                found = fgets(comm, sizeof(comm), fp) && strncmp(comm, name, strlen(name)) == 0 &&
+                        (comm[strlen(name)] == '\n' || comm[strlen(name)] == '\0');
+                fclose(fp);
+        }
+        closedir(d);
+        return found;
+}
+
+/* A first point larger than the interval at which the syncer flushes the
+ * raw partial behind the writer (64 MiB): the background flushes run while
+ * the writes go on, and the point is still exactly what was written. */
+static void test_first_point_synced_ahead(void **state) {
+        struct fixture *f = *state;
+        struct nst_error err = NST_ERROR_INIT;
+        const uint64_t size = 144 * MIB, piece = 512 * 1024;
+        struct nst_rs_disk d = {.name = "vda", .size = size};
+        struct nst_rs_replica *r = NULL;
+        if (nst_rs_create(f->dir, "big", &d, 1, NULL, &r, &err) < 0)
+                fail_msg("create: %s", err.message);
+        begin(r, "c1", NULL);
+        assert_true(thread_named("repl-syncer"));
+        uint8_t *model = malloc(size);
+        assert_non_null(model);
+        for (uint64_t off = 0; off < size; off += piece) {
+                fill(model, off, piece, (int)(off / piece) & 0xff);
+                if (nst_rs_write(r, 0, off, model + off, (uint32_t)piece, &err) < 0)
+                        fail_msg("write at %" PRIu64 ": %s", off, err.message);
+        }
+        assert_int_equal(commit(r, "cp1"), 1);
+        assert_false(thread_named("repl-syncer"));
+        char *image = nst_rs_point_image(r, 1, 0);
+        assert_non_null(image);
+        assert_image_equals(f, image, model, size);
+        free(image);
+        free(model);
+        assert_int_equal(nst_rs_destroy(r, &err), 0);
+        nst_rs_buffers_trim(nst_now_ms(), 0);
+}
+
 static void test_boot_export(void **state) {
         struct fixture *f = *state;
         struct nst_error err = NST_ERROR_INIT;
@@ -964,6 +1014,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_two_step_write, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_first_point_synced_ahead, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_boot_export, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_long_directory, setup, teardown),
         };
