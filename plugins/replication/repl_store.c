@@ -1709,7 +1709,7 @@ static int check_range(const struct nst_rs_replica *r, unsigned disk, uint64_t o
  * zero, mark and commit wait until the queue is empty and every request
  * completed, and report the first write that failed: nothing is
  * acknowledged to the source before its writes are done. */
-#define WRITE_QUEUE_MAX (UINT64_C(256) << 20)
+#define WRITE_QUEUE_MAX (UINT64_C(64) << 20)
 #define WRITE_DEPTH 16
 #define DIRECT_ALIGN 4096
 /* qemu-nbd writes into the page cache; starting the disk writes of what is
@@ -1755,7 +1755,10 @@ static void job_free(struct write_job *j) {
  * most POOL_KEEP_MAX bytes are kept, and nst_rs_buffers_trim gives them
  * back once unused for a while. */
 #define POOL_CLASSES 11 /* 4 KiB << 0 .. 4 KiB << 10 = 4 MiB */
-#define POOL_KEEP_MAX (WRITE_QUEUE_MAX / 4)
+/* As much as the queue holds: when the writer is the slower side (a full
+ * sync onto this machine's disk), a smaller pool gave back every buffer
+ * beyond it, and the receiver faulted in a fresh one for the next extent. */
+#define POOL_KEEP_MAX WRITE_QUEUE_MAX
 
 static struct {
         pthread_mutex_t lock;
