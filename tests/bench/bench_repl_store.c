@@ -6,7 +6,10 @@
  * the extents, which the writer thread takes as they come) and committing
  * (the rest of the writes, the flush, the state file).
  *
- * Usage: bench_repl_store [DIR [ROUNDS]]   (default /var/tmp, 5 rounds)
+ * Usage: bench_repl_store [DIR [ROUNDS [MB_S]]]   (default /var/tmp, 5 rounds)
+ * MB_S paces the incremental extents the way a network would deliver them
+ * (queued no faster than that many MB/s), so the writer sees its queue run
+ * dry as it does in a real cycle; 0 (default) queues them as fast as it can.
  * Prints: per cycle, wall seconds and the CPU seconds of this process and of
  * its children (qemu-nbd, qemu-img). */
 #include <inttypes.h>
@@ -54,14 +57,19 @@ static int put(struct nst_rs_replica *r, uint64_t offset, uint32_t length, int p
         return nst_rs_write_queue(r, b, err);
 }
 
-/* One cycle: offsets[0..n) of `length` bytes each, then the commit. */
+/* One cycle: offsets[0..n) of `length` bytes each, then the commit; the
+ * extents are queued no faster than mb_s MB/s (0: no limit). */
 static int cycle(struct nst_rs_replica *r, const char *name, const uint64_t *offsets, size_t n,
-                 uint32_t length, int pattern, struct nst_error *err) {
+                 uint32_t length, int pattern, double mb_s, struct nst_error *err) {
         double c0 = cpu_s(RUSAGE_SELF), k0 = cpu_s(RUSAGE_CHILDREN), t0 = now_s();
         int rc = nst_rs_cycle_begin(r, name, NULL, err);
         double t1 = now_s();
-        for (size_t i = 0; rc >= 0 && i < n; i++)
+        for (size_t i = 0; rc >= 0 && i < n; i++) {
+                if (mb_s > 0)
+                        while (now_s() < t1 + (double)i * length / (mb_s * 1e6))
+                                ; /* spin: a sleep overshoots by more than an extent */
                 rc = put(r, offsets[i], length, pattern, err);
+        }
         double t2 = now_s();
         uint64_t id = 0;
         struct nst_rs_point p = {.time_ms = 0, .checkpoint = (char *)name};
@@ -80,6 +88,7 @@ static int cycle(struct nst_rs_replica *r, const char *name, const uint64_t *off
 int main(int argc, char **argv) {
         const char *base = argc > 1 ? argv[1] : "/var/tmp";
         int rounds = argc > 2 ? atoi(argv[2]) : 5;
+        double mb_s = argc > 3 ? atof(argv[3]) : 0;
         char dir[4096];
         snprintf(dir, sizeof(dir), "%s/bench-repl-store-%d", base, (int)getpid());
         struct nst_error err = NST_ERROR_INIT;
@@ -95,7 +104,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; offsets && i < n_full; i++)
                 offsets[i] = (uint64_t)i * FULL_EXTENT;
         if (rc == 0)
-                rc = cycle(r, "full", offsets, n_full, FULL_EXTENT, 0x5a, &err);
+                rc = cycle(r, "full", offsets, n_full, FULL_EXTENT, 0x5a, 0, &err);
         srandom(1);
         for (int round = 1; rc >= 0 && round <= rounds; round++) {
                 /* 1024 distinct 64 KiB blocks of the 16,384, sorted. */
@@ -114,7 +123,7 @@ int main(int argc, char **argv) {
                 qsort(offsets, INC_WRITES, sizeof(*offsets), cmp_u64);
                 char name[32];
                 snprintf(name, sizeof(name), "incremental%d", round);
-                rc = cycle(r, name, offsets, INC_WRITES, INC_EXTENT, 0x40 + round, &err);
+                rc = cycle(r, name, offsets, INC_WRITES, INC_EXTENT, 0x40 + round, mb_s, &err);
         }
         if (rc < 0)
                 fprintf(stderr, "bench_repl_store: %s\n", err.message);
