@@ -861,6 +861,53 @@ static void test_disk_full(void **state) {
         assert_int_equal(nst_rs_destroy(r, &err), 0);
 }
 
+/* qemu-nbd runs with the malloc tunables that keep its request buffers
+ * warm (the agent's own GLIBC_TUNABLES, appended, cannot be seen from
+ * outside: see below); the rest of the environment is the agent's. */
+static void test_qemu_nbd_environment(void **state) {
+        struct fixture *f = *state;
+        struct nst_rs_replica *r = create_two(f, false);
+        begin(r, "c0", NULL);
+        assert_int_equal(commit(r, "cp0"), 1);
+        assert_int_equal(setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7", 1), 0);
+        assert_int_equal(setenv("NESTOR_TEST_MARKER", "kept", 1), 0);
+        begin(r, "c1", NULL);
+        unsetenv("GLIBC_TUNABLES");
+        unsetenv("NESTOR_TEST_MARKER");
+        json_object *p = read_json(f, "partial.json");
+        json_object *list = json_object_object_get(p, "nbd");
+        assert_int_equal(json_object_array_length(list), 2);
+        for (size_t i = 0; i < 2; i++) {
+                int pid = json_object_get_int(
+                        json_object_object_get(json_object_array_get_idx(list, i), "pid"));
+                char path[64], env[65536];
+                snprintf(path, sizeof(path), "/proc/%d/environ", pid);
+                FILE *fp = fopen(path, "r");
+                assert_non_null(fp);
+                size_t n = fread(env, 1, sizeof(env) - 1, fp);
+                fclose(fp);
+                env[n] = '\0';
+                /* glibc parses GLIBC_TUNABLES in place, ending each value
+                 * with a NUL: /proc shows the string up to the first value
+                 * (all of them apply; checked with mmap_threshold). */
+                bool tunables = false, marker = false;
+                for (size_t k = 0; k < n; k += strlen(env + k) + 1) {
+                        tunables = tunables ||
+                                   strcmp(env + k, "GLIBC_TUNABLES=glibc.malloc.trim_threshold="
+                                                   "67108864") == 0;
+                        marker = marker || strcmp(env + k, "NESTOR_TEST_MARKER=kept") == 0;
+                }
+                assert_true(tunables);
+                assert_true(marker);
+        }
+        json_object_put(p);
+        put(f, r, 1, 0, MIB, 0x44);
+        assert_int_equal(commit(r, "cp1"), 2);
+        assert_point_equals(f, r, 2, 1, f->model[1]);
+        struct nst_error err = NST_ERROR_INIT;
+        assert_int_equal(nst_rs_destroy(r, &err), 0);
+}
+
 /* Whether a thread of this process has that name (pthread_setname_np). */
 static bool thread_named(const char *name) {
         DIR *d = opendir("/proc/self/task");
@@ -892,6 +939,9 @@ static void test_first_point_synced_ahead(void **state) {
         if (nst_rs_create(f->dir, "big", &d, 1, NULL, &r, &err) < 0)
                 fail_msg("create: %s", err.message);
         begin(r, "c1", NULL);
+        /* The thread names itself once it runs. */
+        for (int i = 0; i < 200 && !thread_named("repl-syncer"); i++)
+                usleep(10000);
         assert_true(thread_named("repl-syncer"));
         uint8_t *model = malloc(size);
         assert_non_null(model);
@@ -1015,6 +1065,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_two_step_write, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_first_point_synced_ahead, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_qemu_nbd_environment, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_boot_export, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_long_directory, setup, teardown),
         };
