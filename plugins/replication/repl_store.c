@@ -2062,10 +2062,7 @@ static void write_settle_all(struct nst_rs_replica *r) {
                         continue;
                 r->wfailed = r->wfailed ? r->wfailed : e;
                 pthread_mutex_lock(&r->wlock);
-                if (!r->werrno) {
-                        r->werrno = e;
-                        r->wdisk = (unsigned)i;
-                }
+                record_failure_locked(r, (unsigned)i, e);
                 pthread_mutex_unlock(&r->wlock);
         }
 }
