@@ -1880,6 +1880,8 @@ static void record_failure_locked(struct nst_rs_replica *r, unsigned disk, int e
         }
 }
 
+_Static_assert(NST_RS_MAX_DISKS <= 32, "sync_pending has a bit per disk");
+
 static void sync_request(struct nst_rs_replica *r, unsigned disk) {
         pthread_mutex_lock(&r->wlock);
         r->sync_pending |= UINT32_C(1) << disk;
