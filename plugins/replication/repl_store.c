@@ -1728,7 +1728,7 @@ static int check_range(const struct nst_rs_replica *r, unsigned disk, uint64_t o
  * while the cycle is still receiving and the flush that acknowledges a
  * mark or the commit has little left: at the end of a 1 GiB full sync it
  * had taken 0.6-0.7 s here (a quarter of the cycle); at the commit of 64
- * MiB of incremental writes 30-37 ms, 18-20 with the syncer
+ * MiB of incremental writes 30-37 ms, 18-33 with the syncer
  * (bench_repl_store, paced at 400 MB/s). */
 #define SYNC_AHEAD_OVERLAY_BYTES (UINT64_C(8) << 20)
 #define SYNC_AHEAD_DIRECT_BYTES (UINT64_C(64) << 20)
