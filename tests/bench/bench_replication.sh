@@ -137,7 +137,7 @@ rm -f "$work/b/ddtest"
 qs, qr = $cpu1_q - $cpu0_q, $cpu2_q - $cpu1_q
 src, tgt = $cpu1_a - $cpu0_a, $cpu1_b - $cpu0_b
 rd = sum(map(float, open('$work/reader.cpu').read().split()))
-print(f'  CPU seconds: sync = QEMU {qs:.1f} + source agent {src:.1f} + target agent {tgt:.1f} = {qs + src + tgt:.1f}; read = QEMU {qr:.1f} + reader {rd:.1f} = {qr + rd:.1f} (on $(nproc) cores)')"
+print(f'  CPU seconds: sync = QEMU {qs:.1f} + source agent {src:.1f} + target agent {tgt:.1f} (agents with their reaped qemu-img and qemu-nbd) = {qs + src + tgt:.1f}; read = QEMU {qr:.1f} + reader {rd:.1f} = {qr + rd:.1f} (on $(nproc) cores)')"
 
 ratios_bare=() ratios_job=() cycles=()
 for round in $(seq 1 "$rounds"); do
