@@ -305,7 +305,14 @@ void nst_lv_on_lifecycle(void *userdata, virDomainPtr dom, int event, int detail
         struct lv_plugin *p = userdata;
         char uuid[VIR_UUID_STRING_BUFLEN];
         struct event_map m;
-        if (virDomainGetUUIDString(dom, uuid) < 0 || !map_event(event, detail, &m))
+        if (virDomainGetUUIDString(dom, uuid) < 0)
+                return;
+        /* Every event, also those Nestor's own operations expect. */
+        pthread_mutex_lock(&p->watch_lock);
+        for (size_t i = 0; i < p->n_watchers; i++)
+                p->watchers[i].fn(p->watchers[i].userdata, uuid, event, detail);
+        pthread_mutex_unlock(&p->watch_lock);
+        if (!map_event(event, detail, &m))
                 return;
         /* QEMU starts a guest paused and then resumes it: that RESUMED is
          * part of the start (the guest is still "running, booted"). */

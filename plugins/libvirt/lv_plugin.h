@@ -65,6 +65,14 @@ struct lv_plugin {
         /* PCI claims (the sriov plugin), NULL when it is not enabled. */
         const struct nst_pci_claims *pci;
         struct nst_libvirt_conn_iface conn_iface; /* lent to other plugins */
+        /* Other plugins' lifecycle watchers (conn_iface.watch); held while
+         * they are called, so unwatch waits for a call in progress. */
+        pthread_mutex_t watch_lock;
+        struct lv_watcher {
+                nst_lv_lifecycle_fn *fn;
+                void *userdata;
+        } watchers[NST_LV_MAX_WATCHERS];
+        size_t n_watchers;
 
         /* The random part of a generated MAC (3 bytes); tests script it. */
         int (*mac_random)(void *userdata, unsigned char out[3]);

@@ -253,6 +253,7 @@ static void plugin_free(struct lv_plugin *p) {
                 free(p->image_dirs[i]);
         free(p->image_dirs);
         free(p->methods);
+        pthread_mutex_destroy(&p->watch_lock);
         pthread_mutex_destroy(&p->lock);
         free(p);
 }
@@ -265,6 +266,32 @@ static int lend_connection(void *self, virConnectPtr *ret, struct nst_error *err
         return nst_lv_conn_get(p->conn, ret, err);
 }
 
+static int watch_lifecycle(void *self, nst_lv_lifecycle_fn *fn, void *userdata,
+                           struct nst_error *err) {
+        struct lv_plugin *p = self;
+        pthread_mutex_lock(&p->watch_lock);
+        int r = 0;
+        if (p->n_watchers == NST_LV_MAX_WATCHERS)
+                r = nst_error_set(err, -ENOSPC, "ConfigError",
+                                  "the libvirt plugin takes at most %d lifecycle watchers",
+                                  NST_LV_MAX_WATCHERS);
+        else
+                p->watchers[p->n_watchers++] = (struct lv_watcher){fn, userdata};
+        pthread_mutex_unlock(&p->watch_lock);
+        return r;
+}
+
+static void unwatch_lifecycle(void *self, nst_lv_lifecycle_fn *fn, void *userdata) {
+        struct lv_plugin *p = self;
+        pthread_mutex_lock(&p->watch_lock);
+        for (size_t i = 0; i < p->n_watchers; i++)
+                if (p->watchers[i].fn == fn && p->watchers[i].userdata == userdata) {
+                        p->watchers[i] = p->watchers[--p->n_watchers];
+                        break;
+                }
+        pthread_mutex_unlock(&p->watch_lock);
+}
+
 static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
         struct lv_plugin *p = calloc(1, sizeof(*p));
         if (!p)
@@ -272,6 +299,7 @@ static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
         p->host = host;
         p->mac_random = default_mac_random;
         pthread_mutex_init(&p->lock, NULL);
+        pthread_mutex_init(&p->watch_lock, NULL);
         p->n_methods = NST_ARRAY_SIZE(methods);
         p->methods = calloc(p->n_methods, sizeof(*p->methods));
         if (!p->methods) {
@@ -286,7 +314,8 @@ static int init(struct nst_host *host, void **ret_priv, struct nst_error *err) {
         }
         if (r >= 0)
                 r = nst_host_register_report(host, SECTION, report, p, err);
-        p->conn_iface = (struct nst_libvirt_conn_iface){p, lend_connection};
+        p->conn_iface = (struct nst_libvirt_conn_iface){p, lend_connection, watch_lifecycle,
+                                                        unwatch_lifecycle};
         if (r >= 0)
                 r = nst_host_provide(host, NST_LIBVIRT_CONN_IFACE, &p->conn_iface, err);
         if (r < 0) {

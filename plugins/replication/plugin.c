@@ -229,7 +229,7 @@ void repl_notify(struct repl_plugin *p, const char *event_type, json_object *dat
         struct nst_error e = NST_ERROR_INIT;
         enum nst_priority prio = fault && nst_error_is_set(fault) ? NST_PRIO_ERROR : NST_PRIO_INFO;
         if (strstr(event_type, "rpo_violation") || strstr(event_type, "refused") ||
-            strstr(event_type, "chain_broken"))
+            strstr(event_type, "chain_broken") || strstr(event_type, "unavailable"))
                 prio = NST_PRIO_WARN;
         if (nst_host_notify(p->host, event_type, prio, payload, NULL, &e) < 0)
                 log_warning("cannot send %s: %s", event_type, e.message);

@@ -39,6 +39,7 @@
 #include "plugins/libvirt/domain_xml.h"
 #include "plugins/libvirt/lv_util.h"
 #include "plugins/replication/repl_plugin.h"
+#include "plugins/replication/repl_presence.h"
 #include "plugins/replication/repl_sched.h"
 #include "plugins/replication/repl_source.h"
 #include "plugins/replication/repl_wire.h"
@@ -72,6 +73,10 @@ struct src_repl {
         uint64_t last_point_id;
         uint64_t bytes_total, wire_total, cycles_total;
         int64_t created_ms;
+        /* Where the instance is (events and the checks of cycles and
+         * replication_primary_state), and since when. */
+        enum repl_presence presence;
+        int64_t presence_ms;
         /* runtime */
         uint64_t sched_id;
         bool running, removed, stale_checked, violation;
@@ -112,7 +117,7 @@ struct repl_source {
         pthread_t sched_thread, hint_thread;
         pthread_t *runners;
         size_t n_runners;
-        bool sched_started, hint_started, stopping;
+        bool sched_started, hint_started, stopping, watching;
         pthread_cond_t hint_wake; /* the hint thread: stopping */
         char *dir;
 };
@@ -172,6 +177,9 @@ static json_object *record_to_json(const struct src_repl *r) {
         json_object_object_add(o, "wire_total", json_object_new_int64((int64_t)r->wire_total));
         json_object_object_add(o, "cycles_total", json_object_new_int64((int64_t)r->cycles_total));
         json_object_object_add(o, "created_ms", json_object_new_int64(r->created_ms));
+        json_object_object_add(o, "instance_presence",
+                               json_object_new_string(repl_presence_name(r->presence)));
+        json_object_object_add(o, "presence_since_ms", json_object_new_int64(r->presence_ms));
         return o;
 }
 
@@ -235,6 +243,15 @@ static int record_from_json(json_object *o, const char *path, struct src_repl *r
         r->wire_total = (uint64_t)get_i64(o, "wire_total");
         r->cycles_total = (uint64_t)get_i64(o, "cycles_total");
         r->created_ms = get_i64(o, "created_ms");
+        /* Records from before presence was kept: assumed here until seen. */
+        json_object *presence = json_object_object_get(o, "instance_presence");
+        int pr = presence ? repl_presence_parse(json_object_get_string(presence))
+                          : REPL_PRESENCE_HERE;
+        if (pr < 0)
+                return nst_error_set(err, -EBADMSG, "ReplicaCorrupt",
+                                     "%s: bad 'instance_presence'", path);
+        r->presence = (enum repl_presence)pr;
+        r->presence_ms = get_i64(o, "presence_since_ms");
         if (r->rpo_s < REPL_RPO_MIN_S || r->rpo_s > REPL_RPO_MAX_S)
                 return nst_error_set(err, -EBADMSG, "ReplicaCorrupt", "%s: bad 'rpo'", path);
         return 0;
@@ -302,6 +319,101 @@ static json_object *event_data(const struct src_repl *r, const char *host) {
         json_object_object_add(d, "target_host", json_object_new_string(r->target_host));
         json_object_object_add(d, "rpo_seconds", json_object_new_int64(r->rpo_s));
         return d;
+}
+
+/* ---- where the instance is ---- */
+
+/* Records where the instance is now; when that changed, returns the
+ * notification to send once the lock is released (presence_notify). */
+static json_object *presence_set_locked(struct repl_source *s, struct src_repl *r,
+                                        enum repl_presence now_at, const char *seen_by) {
+        if (r->presence == now_at)
+                return NULL;
+        enum repl_presence was = r->presence;
+        r->presence = now_at;
+        r->presence_ms = repl_now_ms();
+        record_save_logged_locked(s, r);
+        if (now_at == REPL_PRESENCE_HERE) {
+                log_info("replication %s (%s): the instance runs on this host again (%s)", r->id,
+                         r->name, seen_by);
+                /* Cycles that failed while it was away left a backoff of up
+                 * to 15 minutes: retried now instead. */
+                if (r->failures && !r->paused && !r->running) {
+                        nst_sched_request_now(s->sched, r->sched_id, repl_now_ms());
+                        pthread_cond_broadcast(&s->wake);
+                }
+        } else {
+                log_warning("replication %s (%s): the instance is %s (%s); cycles wait for it",
+                            r->id, r->name,
+                            now_at == REPL_PRESENCE_STOPPED    ? "not running on this host"
+                            : now_at == REPL_PRESENCE_MIGRATED ? "migrated away from this host"
+                                                               : "not defined on this host",
+                            seen_by);
+        }
+        json_object *d = event_data(r, s->p->host_name);
+        json_object_object_add(d, "presence", json_object_new_string(repl_presence_name(now_at)));
+        json_object_object_add(d, "previous_presence",
+                               json_object_new_string(repl_presence_name(was)));
+        json_object_object_add(d, "seen_by", json_object_new_string(seen_by));
+        return d;
+}
+
+static void presence_notify(struct repl_source *s, json_object *d) {
+        if (!d)
+                return;
+        const char *now_at = json_object_get_string(json_object_object_get(d, "presence"));
+        repl_notify(s->p,
+                    strcmp(now_at, repl_presence_name(REPL_PRESENCE_HERE)) == 0
+                            ? "replication.instance_available"
+                            : "replication.instance_unavailable",
+                    d, NULL);
+}
+
+/* libvirt's event thread (nst_libvirt_conn_iface.watch). */
+static void on_lifecycle(void *userdata, const char *uuid, int event, int detail) {
+        struct repl_source *s = userdata;
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = find_locked(s, uuid);
+        json_object *d = r ? presence_set_locked(s, r,
+                                                 repl_presence_after_event(r->presence, event,
+                                                                           detail),
+                                                 "libvirt event")
+                           : NULL;
+        pthread_mutex_unlock(&s->lock);
+        presence_notify(s, d);
+}
+
+/* Looks the instance up (*ret_dom NULL when it is not defined here) and
+ * records where it is; the presence found, or a negative errno when libvirt
+ * could not say. */
+static int presence_check(struct repl_source *s, const char *id, virConnectPtr *ret_conn,
+                          virDomainPtr *ret_dom, struct nst_error *err) {
+        *ret_conn = NULL;
+        *ret_dom = NULL;
+        struct nst_error e = NST_ERROR_INIT;
+        int rc = repl_domain_open(s->p, id, ret_conn, ret_dom, &e);
+        if (rc < 0 && rc != -ENOENT) {
+                *err = e;
+                return rc;
+        }
+        int state = 0, reason = 0;
+        if (rc >= 0 && virDomainGetState(*ret_dom, &state, &reason, 0) < 0) {
+                rc = nst_lv_error(err, -EIO, "HypervisorError", "instance %s: cannot read its state",
+                                  id);
+                virDomainFree(*ret_dom);
+                virConnectClose(*ret_conn);
+                *ret_dom = NULL;
+                *ret_conn = NULL;
+                return rc;
+        }
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = find_locked(s, id);
+        enum repl_presence was = r ? r->presence : REPL_PRESENCE_HERE;
+        enum repl_presence now_at = repl_presence_from_state(was, rc >= 0, state, reason);
+        json_object *d = r ? presence_set_locked(s, r, now_at, "check") : NULL;
+        pthread_mutex_unlock(&s->lock);
+        presence_notify(s, d);
+        return (int)now_at;
 }
 
 /* ---- one cycle ---- */
@@ -751,13 +863,28 @@ static const char *choose_kind(struct cycle *c, struct nst_error *err) {
 }
 
 static int prepare(struct cycle *c, struct nst_error *err) {
-        int r = repl_domain_open(c->s->p, c->cfg.id, &c->conn, &c->dom, err);
+        int r = presence_check(c->s, c->cfg.id, &c->conn, &c->dom, err);
         if (r < 0)
                 return r;
-        if (virDomainIsActive(c->dom) != 1)
+        switch ((enum repl_presence)r) {
+        case REPL_PRESENCE_HERE:
+                break;
+        case REPL_PRESENCE_STOPPED:
                 return nst_error_set(err, -EAGAIN, "InstanceInvalidState",
                                      "instance %s is not running: replication waits for it",
                                      c->cfg.name);
+        case REPL_PRESENCE_MIGRATED:
+                return nst_error_set(err, -EAGAIN, "InstanceMigrated",
+                                     "instance %s was migrated away from this host: replication "
+                                     "waits for it to come back (to replicate it from its new "
+                                     "host, disable it here and enable it there)",
+                                     c->cfg.name);
+        case REPL_PRESENCE_MISSING:
+                return nst_error_set(err, -ENOENT, "InstanceNotFound",
+                                     "instance %s is not defined on this host any more: "
+                                     "replication waits for it (disable it if it was deleted)",
+                                     c->cfg.name);
+        }
         struct nst_error e = NST_ERROR_INIT;
         if (!c->cfg.stale_checked) {
                 if (nst_src_abort_stale_job(c->dom, &e) < 0)
@@ -1291,6 +1418,9 @@ int repl_source_start(struct repl_source *s, struct nst_error *err) {
                                      strerror(-r));
         if ((r = load_records(s, err)) < 0)
                 return r;
+        if ((r = s->p->libvirt->watch(s->p->libvirt->self, on_lifecycle, s, err)) < 0)
+                return r;
+        s->watching = true;
         s->runners = calloc((size_t)s->p->o.max_running, sizeof(*s->runners));
         if (!s->runners)
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
@@ -1316,6 +1446,8 @@ int repl_source_start(struct repl_source *s, struct nst_error *err) {
 void repl_source_free(struct repl_source *s) {
         if (!s)
                 return;
+        if (s->watching)
+                s->p->libvirt->unwatch(s->p->libvirt->self, on_lifecycle, s);
         pthread_mutex_lock(&s->lock);
         s->stopping = true;
         pthread_cond_broadcast(&s->wake);
@@ -1354,12 +1486,21 @@ static json_object *status_locked(const struct repl_source *s, const struct src_
         json_object_object_add(o, "instance_name", json_object_new_string(r->name));
         json_object_object_add(o, "source_host", json_object_new_string(s->p->host_name));
         json_object_object_add(o, "target_host", json_object_new_string(r->target_host));
-        const char *state = r->paused                     ? "paused"
-                            : r->running                  ? "syncing"
-                            : r->failures                 ? "error"
-                            : r->cycles_total == 0        ? "initial-sync-pending"
-                                                          : "ok";
+        const char *state = r->paused                                ? "paused"
+                            : r->running                             ? "syncing"
+                            : r->presence == REPL_PRESENCE_STOPPED   ? "instance-stopped"
+                            : r->presence == REPL_PRESENCE_MIGRATED  ? "instance-migrated"
+                            : r->presence == REPL_PRESENCE_MISSING   ? "instance-missing"
+                            : r->failures                            ? "error"
+                            : r->cycles_total == 0                   ? "initial-sync-pending"
+                                                                     : "ok";
         json_object_object_add(o, "state", json_object_new_string(state));
+        json_object_object_add(o, "instance_presence",
+                               json_object_new_string(repl_presence_name(r->presence)));
+        json_object_object_add(o, "instance_presence_since",
+                               r->presence_ms ? json_object_new_string(repl_iso_time(
+                                                        r->presence_ms, when, sizeof(when)))
+                                              : NULL);
         json_object_object_add(o, "rpo", json_object_new_int64(r->rpo_s));
         json_object *disks = json_object_new_array();
         for (size_t i = 0; i < r->n_disks; i++)
@@ -1994,25 +2135,19 @@ static int m_primary_state(struct nst_call *call, json_object *args, void *ud,
                 return rc;
         virConnectPtr conn = NULL;
         virDomainPtr dom = NULL;
-        json_object *o = json_object_new_object();
-        struct nst_error e = NST_ERROR_INIT;
-        rc = repl_domain_open(s->p, id, &conn, &dom, &e);
-        if (rc == -ENOENT) {
-                json_object_object_add(o, "exists", json_object_new_boolean(false));
-                json_object_object_add(o, "running", json_object_new_boolean(false));
-        } else if (rc < 0) {
-                json_object_put(o);
-                *err = e;
+        rc = presence_check(s, id, &conn, &dom, err);
+        if (rc < 0)
                 return rc;
-        } else {
-                int state = 0, reason = 0;
-                virDomainGetState(dom, &state, &reason, 0);
-                json_object_object_add(o, "exists", json_object_new_boolean(true));
-                json_object_object_add(o, "running",
-                                       json_object_new_boolean(state == VIR_DOMAIN_RUNNING ||
-                                                               state == VIR_DOMAIN_PAUSED ||
-                                                               state == VIR_DOMAIN_BLOCKED));
-                json_object_object_add(o, "state", json_object_new_int(state));
+        enum repl_presence at = (enum repl_presence)rc;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "exists", json_object_new_boolean(dom != NULL));
+        /* "running" means a QEMU process of it runs here (paused counts);
+         * "migrated" that it may run on another host. */
+        json_object_object_add(o, "running", json_object_new_boolean(at == REPL_PRESENCE_HERE));
+        json_object_object_add(o, "migrated",
+                               json_object_new_boolean(at == REPL_PRESENCE_MIGRATED));
+        json_object_object_add(o, "presence", json_object_new_string(repl_presence_name(at)));
+        if (dom) {
                 virDomainFree(dom);
                 virConnectClose(conn);
         }

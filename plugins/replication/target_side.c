@@ -1248,14 +1248,26 @@ static int primary_check(struct repl_target *t, struct tgt_repl *r, json_object 
         char text[600];
         if (rc >= 0) {
                 bool running = json_object_get_boolean(json_object_object_get(answer, "running"));
+                bool migrated = json_object_get_boolean(json_object_object_get(answer, "migrated"));
                 snprintf(text, sizeof(text), "agent of %s: the primary is %s", source,
-                         running ? "running" : "not running");
+                         running    ? "running"
+                         : migrated ? "migrated away from it"
+                                    : "not running");
                 json_object_put(answer);
                 json_object_array_add(checks, json_object_new_string(text));
                 if (running)
                         return nst_error_set(err, -EBUSY, "PrimaryAlive",
                                              "the primary instance %s is running on %s; stop it "
                                              "first, or force with a reason",
+                                             meta_str(r, "instance_name"), source);
+                /* It may run on its new host, which this replica's source
+                 * does not know. */
+                if (migrated)
+                        return nst_error_set(err, -EBUSY, "PrimaryMigrated",
+                                             "the primary instance %s was migrated away from %s "
+                                             "and may be running on another host; failover "
+                                             "refused (force with a reason once it is known to "
+                                             "be down)",
                                              meta_str(r, "instance_name"), source);
         } else {
                 snprintf(text, sizeof(text), "agent of %.200s did not answer: %.300s", source,

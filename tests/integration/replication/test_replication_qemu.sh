@@ -20,6 +20,11 @@
 #   7. pre-seeding: a copy carried to the target beforehand, then only the
 #      blocks that differ are shipped, compressed;
 #   8. test failover and cleanup while replication goes on;
+#  8b. the source instance stops behind Nestor's back: status says so at
+#      once (libvirt's event), a cycle fails with InstanceInvalidState and
+#      backs off; started again, it is retried at once, not after the
+#      backoff; replication.instance_unavailable / _available are sent
+#      (read with a real oslo.messaging notification listener);
 #   9. failover refused while the primary runs, refused while the probe
 #      answers, done once it is stopped; the recovered VM's NICs are down,
 #      then connected; no committed point, force without a reason: errors;
@@ -42,6 +47,7 @@ read -r port_a port_b <<<"$(/usr/bin/python3 "$(dirname "$0")/../../free_ports.p
 work=
 pid_a=
 pid_b=
+notes_pid=
 
 log() { echo "test_replication: $*" >&2; }
 fail() {
@@ -76,6 +82,7 @@ cleanup() {
         set +e
         stop_agent "$pid_a"
         stop_agent "$pid_b"
+        [ -n "$notes_pid" ] && kill "$notes_pid" 2>/dev/null
         local d
         for d in $(our_domains); do
                 virsh -c "$uri" destroy "$d" >/dev/null 2>&1
@@ -454,6 +461,59 @@ call_b replication_test_cleanup "{\"replication\": \"$uuid\"}" >/dev/null || fai
 virsh -c "$uri" dominfo "$tvm" >/dev/null 2>&1 && fail "the test instance is still defined"
 log "test failover and cleanup: ok"
 
+# ---- 8b. the source instance stops and starts again ----
+/usr/bin/python3 "$(dirname "$0")/../notification_log.py" rabbit://guest:guest@localhost:5672/ \
+        "$exchange" "$work/notes.jsonl" >"$work/notes.ready" 2>"$work/notes.err" &
+notes_pid=$!
+for _ in $(seq 1 150); do
+        grep -q ready "$work/notes.ready" && break
+        sleep 0.1
+done
+grep -q ready "$work/notes.ready" || fail "notification listener: $(cat "$work/notes.err")"
+# wait_status UUID PYEXPR: until the source's status of UUID satisfies PYEXPR
+# (over d), up to 20 s.
+wait_status() {
+        local s
+        for _ in $(seq 1 100); do
+                s=$(status_a "$1") || fail "status of $1"
+                [ "$(jget "$2" <<<"$s")" = true ] && return 0
+                sleep 0.2
+        done
+        fail "replication $1: status never satisfied $2: $s"
+}
+n=$(status_a "$uuid2" | jget 'd["cycles_total"]')
+virsh -c "$uri" destroy "$vm2" >/dev/null
+wait_status "$uuid2" 'd["instance_presence"] == "stopped" and d["state"] == "instance-stopped"'
+call_a replication_sync_now "{\"replication\": \"$uuid2\"}" >/dev/null || fail "sync_now"
+wait_status "$uuid2" '(d["last_error"] or {}).get("class") == "InstanceInvalidState" and d["state"] == "instance-stopped" and d["next_cycle_in_seconds"] >= 20'
+virsh -c "$uri" start "$vm2" >/dev/null
+# The failed cycle is retried at once, well before the 30 s backoff it left.
+wait_status "$uuid2" "d['instance_presence'] == 'here' and d['cycles_total'] > $n and d['state'] == 'ok'"
+same_as_source "$uuid2"
+# notified NAME PRESENCE: a notification NAME with that presence for uuid2.
+notified() {
+        py 'import json,sys
+for line in open(sys.argv[1]):
+    n = json.loads(line)
+    d = n["payload"]["nova_object.data"]
+    if n["event_type"] == sys.argv[2] and d.get("presence") == sys.argv[3] and d["replication"] == sys.argv[4]:
+        sys.exit(0)
+sys.exit(1)' "$work/notes.jsonl" "$1" "$2" "$uuid2"
+}
+for _ in $(seq 1 50); do
+        notified replication.instance_available here && break
+        sleep 0.2
+done
+notified replication.instance_unavailable stopped ||
+        fail "no replication.instance_unavailable: $(cat "$work/notes.jsonl")"
+notified replication.instance_available here ||
+        fail "no replication.instance_available: $(cat "$work/notes.jsonl")"
+grep -q '"priority": "warn", "event_type": "replication.instance_unavailable"' "$work/notes.jsonl" ||
+        fail "replication.instance_unavailable is not a warning"
+kill "$notes_pid"
+notes_pid=
+log "source instance stopped and started: ok"
+
 # ---- 9. failover ----
 expect_error b PrimaryAlive "is running on $host_a" replication_failover "{\"replication\": \"$uuid\"}"
 expect_error b InvalidInput "force needs a reason" replication_failover "{\"replication\": \"$uuid\", \"force\": true}"
@@ -461,6 +521,7 @@ expect_error b ReplicationNotFound "no replica" replication_failover '{"replicat
 call_a replication_pause "{\"replication\": \"$uuid\"}" >/dev/null
 call_a power_off "{\"instance\": \"$uuid\"}" >/dev/null
 wait_domstate "$vm" "shut off"
+status_a "$uuid" | jget 'd["instance_presence"]' | grep -qx stopped || fail "presence after power_off"
 touch "$work/primary-up"
 expect_error b PrimaryReachable "reachable at 192.0.2.10" replication_failover "{\"replication\": \"$uuid\"}"
 rm -f "$work/primary-up"

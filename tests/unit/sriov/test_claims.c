@@ -74,7 +74,7 @@ static int setup(void **state) {
         s->random = scripted_random;
         s->random_userdata = f;
         virSetErrorFunc(NULL, quiet);
-        f->lv = (struct nst_libvirt_conn_iface){f, lend_test_driver};
+        f->lv = (struct nst_libvirt_conn_iface){.self = f, .get = lend_test_driver};
         s->libvirt = &f->lv;
         assert_int_equal(nst_sriov_init(s, &err), 0);
         if (nst_sriov_rescan(s, NULL, &err) < 0)
