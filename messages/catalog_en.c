@@ -74,6 +74,12 @@ static const struct nst_catalog_entry english[] = {
         {"replication.chain_broken",
          "Replication of instance {display_name} to {target_host} lost its changed-block "
          "tracking ({reason}); the next cycle compares block hashes"},
+        {"replication.instance_unavailable",
+         "Replication of instance {display_name} to {target_host} waits for the instance "
+         "({presence} on {source_host})"},
+        {"replication.instance_available",
+         "Instance {display_name} runs on {source_host} again; its replication to "
+         "{target_host} resumes"},
         {"replication.test_failover.end",
          "A test copy of instance {display_name} was started on {host} from point {point_id}"},
         {"replication.network_connected",
