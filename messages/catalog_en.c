@@ -80,6 +80,9 @@ static const struct nst_catalog_entry english[] = {
         {"replication.instance_available",
          "Instance {display_name} runs on {source_host} again; its replication to "
          "{target_host} resumes"},
+        {"replication.source_changed",
+         "The replica of instance {display_name} on {host} now comes from {source_host} "
+         "(previously {previous_source_host})"},
         {"replication.test_failover.end",
          "A test copy of instance {display_name} was started on {host} from point {point_id}"},
         {"replication.network_connected",

@@ -1844,6 +1844,10 @@ static int m_enable(struct nst_call *call, json_object *args, void *ud, json_obj
         r->bandwidth = (uint64_t)a.bandwidth_mbps * 1000000 / 8;
         r->seeded = a.seeds != NULL;
         r->created_ms = repl_now_ms();
+        /* Checkpoint names unique across enables and hosts: the bitmaps of
+         * an earlier replication may still be in a migrated disk's qcow2
+         * without libvirt knowing them. */
+        r->checkpoint_seq = (uint64_t)r->created_ms;
 
         /* The target prepares its replica and says where to connect. */
         char psk_hex[2 * NST_RC_PSK_LEN + 1];
@@ -1882,6 +1886,12 @@ static int m_enable(struct nst_call *call, json_object *args, void *ud, json_obj
         }
         snprintf(r->target_address, sizeof(r->target_address), "%s", addr);
         r->target_port = (int)port;
+        /* The target kept points (this host took the replica over from the
+         * instance's previous host, or lost its record): the first cycle
+         * compares hashes with the newest and ships what differs. */
+        int64_t target_points = json_object_get_int64(json_object_object_get(tr, "points"));
+        if (target_points > 0 && !r->seeded)
+                r->resync_needed = true;
         json_object_put(tr);
 
         pthread_mutex_lock(&s->lock);
@@ -1989,7 +1999,7 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
         int rc = with_replication(s, args, "replication_disable", &r, err);
         char id[37] = "", target[256] = "";
         json_object *d = NULL;
-        bool running = false;
+        bool running = false, migrated = false;
         if (rc >= 0) {
                 char path[4096];
                 record_path(s, r->id, path, sizeof(path));
@@ -2001,6 +2011,7 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
                 snprintf(id, sizeof(id), "%s", r->id);
                 snprintf(target, sizeof(target), "%s", r->target_host);
                 d = event_data(r, p->host_name);
+                migrated = r->presence == REPL_PRESENCE_MIGRATED;
                 nst_sched_remove(s->sched, r->sched_id);
                 r->removed = true; /* a running cycle finishes, then frees it */
                 running = r->running;
@@ -2015,11 +2026,17 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
                 run_dir_path(s, id, run_dir, sizeof(run_dir));
                 nst_src_run_dir_remove(run_dir);
         }
-        /* Checkpoints are Nestor's: they go with the replication. */
+        /* Checkpoints are Nestor's: they go with the replication. Not those
+         * of an instance that migrated away: its disks may be in use on its
+         * new host (shared storage), whose replication has its own. */
         virConnectPtr conn = NULL;
         virDomainPtr dom = NULL;
         struct nst_error e = NST_ERROR_INIT;
-        if (repl_domain_open(p, id, &conn, &dom, &e) == 0) {
+        if (migrated)
+                log_info("replication %s: the instance migrated away; its checkpoints here are "
+                         "left alone",
+                         id);
+        else if (repl_domain_open(p, id, &conn, &dom, &e) == 0) {
                 if (nst_src_checkpoints_prune(dom, NULL, &e) < 0)
                         log_warning("replication %s: deleting its checkpoints: %s", id, e.message);
                 virDomainFree(dom);
@@ -2027,20 +2044,32 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
         }
         json_object *targs = json_object_new_object();
         json_object_object_add(targs, "replication", json_object_new_string(id));
+        json_object_object_add(targs, "source_host", json_object_new_string(p->host_name));
         json_object *tr = NULL;
         nst_error_clear(&e);
         int trc = repl_call_agent(p, target, "replication_target_remove", targs,
                                   p->o.rpc_timeout_s, &tr, &e);
         json_object_put(targs);
-        json_object_put(tr);
+        /* false: another host took the replica over, and keeps it. */
+        bool removed = trc >= 0 &&
+                       json_object_get_boolean(json_object_object_get(tr, "removed"));
+        const char *now_from = trc >= 0 ? json_object_get_string(json_object_object_get(
+                                                  tr, "source_host"))
+                                        : NULL;
         if (trc < 0)
                 log_warning("replication %s: target %s did not remove its replica: %s", id,
                             target, e.message);
+        else if (!removed)
+                log_info("replication %s: the replica on %s now belongs to %s and stays", id,
+                         target, now_from ? now_from : "another source");
         json_object *o = json_object_new_object();
         json_object_object_add(o, "replication", json_object_new_string(id));
-        json_object_object_add(o, "target_removed", json_object_new_boolean(trc >= 0));
+        json_object_object_add(o, "target_removed", json_object_new_boolean(removed));
         if (trc < 0)
                 json_object_object_add(o, "target_error", json_object_new_string(e.message));
+        else if (!removed)
+                json_object_object_add(o, "target_source_host", nst_json_string_or_null(now_from));
+        json_object_put(tr);
         *ret = o;
         log_info("replication %s to %s disabled", id, target);
         repl_notify(p, "replication.disable.end", d, NULL);

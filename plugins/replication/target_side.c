@@ -861,6 +861,39 @@ static json_object *channel_address(const struct repl_target *t) {
         return o;
 }
 
+/* Another node asks to become the source of a replica that has one: the
+ * instance moved there (a migration). The replica, its points with it, is
+ * handed over unless its present source says the instance still runs there;
+ * a present source that does not answer does not hold it back (its site
+ * may be gone). *why says what the present source answered. */
+static int handover_check(struct repl_target *t, const char *id, const char *name,
+                          const char *previous, const char *source, char *why, size_t why_size,
+                          struct nst_error *err) {
+        json_object *args = json_object_new_object(), *answer = NULL;
+        json_object_object_add(args, "replication", json_object_new_string(id));
+        struct nst_error e = NST_ERROR_INIT;
+        int rc = repl_call_agent(t->p, previous, "replication_primary_state", args,
+                                 t->p->o.primary_check_timeout_s, &answer, &e);
+        json_object_put(args);
+        if (rc < 0) {
+                snprintf(why, why_size, "the agent of %.200s did not answer: %.300s", previous,
+                         e.message);
+                return 0;
+        }
+        bool running = json_object_get_boolean(json_object_object_get(answer, "running"));
+        const char *presence = json_object_get_string(json_object_object_get(answer, "presence"));
+        snprintf(why, why_size, "the agent of %.200s says the instance is %.32s", previous,
+                 running ? "running there" : presence ? presence : "not running");
+        json_object_put(answer);
+        if (running)
+                return nst_error_set(err, -EEXIST, "ReplicationExists",
+                                     "replication_target_prepare: instance %s still runs on %s, "
+                                     "the source of its replica here; %s cannot take the "
+                                     "replication over (disable it on %s first)",
+                                     name, previous, source, previous);
+        return 0;
+}
+
 static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                      struct nst_error *err) {
         struct repl_target *t = ud;
@@ -896,12 +929,33 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
                                probes ? json_object_get(probes) : json_object_new_array());
         json_object_object_add(meta, "created_ms", json_object_new_int64(repl_now_ms()));
 
+        /* Asked before the lock is taken: an RPC of up to
+         * primary_check_timeout. */
+        char previous[256] = "", why[600] = "";
         pthread_mutex_lock(&t->lock);
         struct tgt_repl *r = find_locked(t, id);
+        if (r && strcmp(meta_str(r, "source_host"), source) != 0)
+                snprintf(previous, sizeof(previous), "%s", meta_str(r, "source_host"));
+        pthread_mutex_unlock(&t->lock);
+        if (*previous &&
+            (rc = handover_check(t, id, name, previous, source, why, sizeof(why), err)) < 0) {
+                json_object_put(meta);
+                return rc;
+        }
+        if (*previous) {
+                json_object_object_add(meta, "handed_over_from", json_object_new_string(previous));
+                json_object_object_add(meta, "handed_over_ms", json_object_new_int64(repl_now_ms()));
+        }
+
+        uint64_t points = 0;
+        pthread_mutex_lock(&t->lock);
+        r = find_locked(t, id);
         if (r) {
-                /* The source asks again (a retry, or it lost its record):
-                 * same source and disks keep the points, with the new key. */
-                bool same = strcmp(meta_str(r, "source_host"), source) == 0 &&
+                /* The source asks again (a retry, or it lost its record), or
+                 * the instance's new host takes over (checked above against
+                 * the source it had then): the same disks keep the points,
+                 * with the new key. */
+                bool same = strcmp(meta_str(r, "source_host"), *previous ? previous : source) == 0 &&
                             nst_rs_disk_count(r->rs) == n;
                 for (size_t i = 0; same && i < n; i++)
                         same = strcmp(nst_rs_disk_at(r->rs, i)->name, disks[i].name) == 0 &&
@@ -921,6 +975,7 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
                         if (fo)
                                 json_object_object_add(meta, "failover", json_object_get(fo));
                         rc = nst_rs_set_meta(r->rs, meta, err);
+                        points = nst_rs_point_count(r->rs);
                         pthread_mutex_unlock(&r->lock);
                 }
         } else {
@@ -941,25 +996,61 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
                         }
                 }
         }
-        if (rc >= 0)
+        if (rc >= 0) {
                 *ret = channel_address(t);
+                /* A source that finds points here compares hashes first. */
+                json_object_object_add(*ret, "points", json_object_new_int64((int64_t)points));
+        }
         pthread_mutex_unlock(&t->lock);
         json_object_put(meta);
-        if (rc >= 0)
+        if (rc < 0)
+                return rc;
+        if (*previous) {
+                log_warning("replica %s of %s handed over from %s to %s, %llu point(s) kept (%s)",
+                            id, name, previous, source, (unsigned long long)points, why);
+                json_object *d = json_object_new_object();
+                json_object_object_add(d, "replication", json_object_new_string(id));
+                json_object_object_add(d, "instance_uuid", json_object_new_string(id));
+                json_object_object_add(d, "display_name", json_object_new_string(name));
+                json_object_object_add(d, "source_host", json_object_new_string(source));
+                json_object_object_add(d, "previous_source_host", json_object_new_string(previous));
+                json_object_object_add(d, "host", json_object_new_string(t->p->host_name));
+                json_object_object_add(d, "points", json_object_new_int64((int64_t)points));
+                json_object_object_add(d, "reason", json_object_new_string(why));
+                repl_notify(t->p, "replication.source_changed", d, NULL);
+        } else {
                 log_info("replica %s of %s from %s prepared (%zu disk(s))", id, name, source, n);
-        return rc;
+        }
+        return 0;
 }
 
 static int m_remove(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                     struct nst_error *err) {
         struct repl_target *t = ud;
-        static const char *const allowed[] = {"replication", NULL};
-        const char *id = NULL;
+        static const char *const allowed[] = {"replication", "source_host", NULL};
+        const char *id = NULL, *source = NULL;
         int rc = id_arg(args, "replication_target_remove", allowed, &id, err);
+        if (rc >= 0)
+                rc = nst_json_opt_string(args, "source_host", "replication_target_remove", &source,
+                                         err);
         struct tgt_repl *r = NULL;
         if (rc < 0 || (rc = claim(t, id, "replication_target_remove", &r, err)) < 0)
                 return rc;
         json_object *meta = nst_rs_meta(r->rs);
+        /* A source that was replaced (the instance moved, its new host took
+         * the replica over) disables its own replication only. */
+        if (source && strcmp(meta_str(r, "source_host"), source) != 0) {
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "replication", json_object_new_string(id));
+                json_object_object_add(o, "removed", json_object_new_boolean(false));
+                json_object_object_add(o, "source_host",
+                                       json_object_new_string(meta_str(r, "source_host")));
+                unclaim(t, r);
+                *ret = o;
+                log_info("replica %s kept: %s asked to remove it, its source is now %s", id,
+                         source, json_object_get_string(json_object_object_get(o, "source_host")));
+                return 0;
+        }
         if (json_object_object_get(meta, "failover") || json_object_object_get(meta, "test_failover")) {
                 unclaim(t, r);
                 return nst_error_set(err, -EBUSY, "ReplicaInUse",

@@ -30,7 +30,12 @@
 #      then connected; no committed point, force without a reason: errors;
 #  10. certificates instead of pre-shared keys: a cycle goes through; a
 #      source or a target whose certificate (same CA) names another node
-#      is refused, and nothing changes on the target.
+#      is refused, and nothing changes on the target;
+#  11. the instance moves to site C (a third agent on the same libvirtd
+#      plays its new host): C's replication_enable is refused while site
+#      A's agent says the instance runs there, and with A gone it takes the
+#      replica over, points kept: the first cycle compares hashes and ships
+#      only what changed; A cannot remove the replica C now owns.
 #
 # Needs root; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_qemu.sh BUILD_DIR
@@ -41,12 +46,14 @@ uri=qemu:///system
 prefix="nestor-repl-$$"
 host_a="repl-a-$$"
 host_b="repl-b-$$"
+host_c="repl-c-$$"
 exchange="nestor_repl_it_$$"
 net="nstrepl$$"
-read -r port_a port_b <<<"$(/usr/bin/python3 "$(dirname "$0")/../../free_ports.py" 2)"
+read -r port_a port_b port_c <<<"$(/usr/bin/python3 "$(dirname "$0")/../../free_ports.py" 3)"
 work=
 pid_a=
 pid_b=
+pid_c=
 notes_pid=
 
 log() { echo "test_replication: $*" >&2; }
@@ -54,7 +61,7 @@ fail() {
         echo "FAIL: $*" >&2
         if [ -n "$work" ]; then
                 local f
-                for f in "$work"/agent-a.log "$work"/agent-b.log; do
+                for f in "$work"/agent-a.log "$work"/agent-b.log "$work"/agent-c.log; do
                         [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -40 >&2
                 done
         fi
@@ -82,6 +89,7 @@ cleanup() {
         set +e
         stop_agent "$pid_a"
         stop_agent "$pid_b"
+        stop_agent "$pid_c"
         [ -n "$notes_pid" ] && kill "$notes_pid" 2>/dev/null
         local d
         for d in $(our_domains); do
@@ -148,9 +156,11 @@ write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b"
 
 call_a() { ctl_conf "$work/a.conf" "$host_a" --json call "$1" --args "$2"; }
 call_b() { ctl_conf "$work/b.conf" "$host_b" --json call "$1" --args "$2"; }
+call_c() { ctl_conf "$work/c.conf" "$host_c" --json call "$1" --args "$2"; }
 expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
         local conf=$work/a.conf h=$host_a
         [ "$1" = b ] && conf=$work/b.conf h=$host_b
+        [ "$1" = c ] && conf=$work/c.conf h=$host_c
         if ctl_conf "$conf" "$h" call "$4" --args "$5" >/dev/null 2>"$work/err"; then
                 fail "$4 $5 succeeded; expected $2"
         fi
@@ -158,13 +168,14 @@ expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
         grep -q -- "$3" "$work/err" || fail "$4 $5: message lacks '$3': $(cat "$work/err")"
 }
 
-start_agent() { # start_agent a|b: sets pid_a / pid_b
+start_agent() { # start_agent a|b|c: sets pid_a / pid_b / pid_c
         local conf=$work/$1.conf logf=$work/agent-$1.log h=$host_a before pid
         [ "$1" = b ] && h=$host_b
+        [ "$1" = c ] && h=$host_c
         before=$(grep -c "serving compute" "$logf" 2>/dev/null || true)
         "${agent_env[@]}" "$build/nestor-agent" --config-file "$conf" 2>>"$logf" &
         pid=$!
-        if [ "$1" = a ]; then pid_a=$pid; else pid_b=$pid; fi
+        case $1 in a) pid_a=$pid ;; b) pid_b=$pid ;; c) pid_c=$pid ;; esac
         wait_agent "$pid" "$logf" "$before" "$conf" "$h" replication_list
 }
 start_agent a
@@ -543,7 +554,7 @@ mkdir -p "$work/pki"
         cd "$work/pki"
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
                 -out ca.pem -subj /CN=nestor-test-ca -days 2
-        for n in "$host_a" "$host_b" "$prefix-rogue"; do
+        for n in "$host_a" "$host_b" "$host_c" "$prefix-rogue"; do
                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$n.key" \
                         -out "$n.csr" -subj "/CN=$n"
                 openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
@@ -589,4 +600,34 @@ sync_and_wait "$uuid2" # nothing changed since the last point: an empty cycle
 [ "$(status_a "$uuid2" | jget 'd["bytes_last_cycle"]')" = 0 ] || fail "an empty cycle shipped data"
 same_as_source "$uuid2"
 log "certificates: cycle between the nodes, a rogue source and a rogue target refused, ok"
+
+# ---- 11. the instance moves to site C ----
+write_conf "$work/c.conf" "$host_c" "$work/c" "$port_c" "$host_c"
+start_agent c
+enable_c="{\"instance\": \"$uuid2\", \"target_host\": \"$host_b\", \"rpo\": 600, \"disks\": [\"vda\"]}"
+expect_error c ReplicationExists "still runs on $host_a" replication_enable "$enable_c"
+points=$(status_b "$uuid2" | jget '[p["id"] for p in d["points"]]')
+stop_agent "$pid_a" # site A is gone; its agent does not answer
+pid_a=
+qemu_io "$vm2" vda "write -P 0xc2 300M 1M"
+call_c replication_enable "$enable_c" >/dev/null || fail "enable on site C"
+for _ in $(seq 1 300); do
+        s=$(call_c replication_status "{\"replication\": \"$uuid2\"}")
+        [ "$(jget 'd["cycles_total"] >= 1 and d["state"] != "syncing"' <<<"$s")" = true ] && break
+        sleep 0.2
+done
+[ "$(jget 'd["kind_last_cycle"]' <<<"$s")" = resync ] || fail "site C's first cycle: $s"
+shipped=$(jget 'd["bytes_last_cycle"]' <<<"$s")
+[ "$shipped" -le $((2 * 1024 * 1024)) ] || fail "site C's first cycle shipped $shipped bytes for 1 MiB changed"
+same_as_source "$uuid2"
+s=$(status_b "$uuid2")
+[ "$(jget 'd["source_host"]' <<<"$s")" = "$host_c" ] || fail "the replica's source: $s"
+py 'import json,sys; old=json.loads(sys.argv[1]); new=[p["id"] for p in json.loads(sys.argv[2])["points"]]; sys.exit(0 if set(old) <= set(new) and len(new) == len(old) + 1 else 1)' \
+        "$points" "$s" || fail "points after the handover: before $points, now $s"
+grep -q "handed over from $host_a to $host_c" "$work/agent-b.log" || fail "the handover was not logged"
+call_b replication_target_remove "{\"replication\": \"$uuid2\", \"source_host\": \"$host_a\"}" >"$work/r11.json" ||
+        fail "target_remove from the old source"
+[ "$(jget 'd["removed"]' <"$work/r11.json")" = false ] || fail "the old source removed the replica: $(cat "$work/r11.json")"
+status_b "$uuid2" >/dev/null || fail "the replica is gone"
+log "instance moved: site C took the replica over ($shipped bytes shipped), ok"
 log "PASS"
