@@ -1865,11 +1865,13 @@ void nst_rs_buffers_trim(int64_t now_ms, int64_t idle_ms) {
 }
 
 static int write_error(struct nst_rs_replica *r, unsigned disk, int e, struct nst_error *err) {
-        const char *sock = r->nbd[disk].sock;
+        const char *name = r->disks[disk].name;
         if (e == ENOSPC || e == EDQUOT)
-                return nst_error_set(err, -ENOSPC, "InsufficientStorage", "write on %s: %s",
-                                     sock, strerror(e));
-        return nst_error_set(err, -e, "StorageError", "write on %s: %s", sock, strerror(e));
+                return nst_error_set(err, -ENOSPC, "InsufficientStorage",
+                                     "%s: disk %s: writing the cycle's data: %s", r->dir, name,
+                                     strerror(e));
+        return nst_error_set(err, -e, "StorageError", "%s: disk %s: writing the cycle's data: %s",
+                             r->dir, name, strerror(e));
 }
 
 /* Records the first failure of the cycle's writes (under wlock). */
