@@ -1476,6 +1476,16 @@ void repl_source_free(struct repl_source *s) {
 
 /* ---- status ---- */
 
+/* What the last failures say, in the words of the status: the data channel
+ * still failing after connect_retries, or the target out of space. */
+static const char *failure_state(const struct src_repl *r) {
+        if (strcmp(r->last_error.cls, "ChannelError") == 0)
+                return "target-unreachable";
+        if (strcmp(r->last_error.cls, "InsufficientStorage") == 0)
+                return "target-disk-full";
+        return "error";
+}
+
 static json_object *status_locked(const struct repl_source *s, const struct src_repl *r) {
         int64_t now = repl_now_ms();
         char when[32];
@@ -1491,7 +1501,7 @@ static json_object *status_locked(const struct repl_source *s, const struct src_
                             : r->presence == REPL_PRESENCE_STOPPED   ? "instance-stopped"
                             : r->presence == REPL_PRESENCE_MIGRATED  ? "instance-migrated"
                             : r->presence == REPL_PRESENCE_MISSING   ? "instance-missing"
-                            : r->failures                            ? "error"
+                            : r->failures                            ? failure_state(r)
                             : r->cycles_total == 0                   ? "initial-sync-pending"
                                                                      : "ok";
         json_object_object_add(o, "state", json_object_new_string(state));

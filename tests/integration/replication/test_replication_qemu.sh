@@ -25,6 +25,8 @@
 #      backs off; started again, it is retried at once, not after the
 #      backoff; replication.instance_unavailable / _available are sent
 #      (read with a real oslo.messaging notification listener);
+#  8c. the target's agent is down: status says target-unreachable once the
+#      reconnections are spent, and the next cycle after it is back works;
 #   9. failover refused while the primary runs, refused while the probe
 #      answers, done once it is stopped; the recovered VM's NICs are down,
 #      then connected; no committed point, force without a reason: errors;
@@ -481,11 +483,11 @@ for _ in $(seq 1 150); do
         sleep 0.1
 done
 grep -q ready "$work/notes.ready" || fail "notification listener: $(cat "$work/notes.err")"
-# wait_status UUID PYEXPR: until the source's status of UUID satisfies PYEXPR
-# (over d), up to 20 s.
+# wait_status UUID PYEXPR [SECONDS]: until the source's status of UUID
+# satisfies PYEXPR (over d), up to SECONDS (20).
 wait_status() {
         local s
-        for _ in $(seq 1 100); do
+        for _ in $(seq 1 $((${3:-20} * 5))); do
                 s=$(status_a "$1") || fail "status of $1"
                 [ "$(jget "$2" <<<"$s")" = true ] && return 0
                 sleep 0.2
@@ -524,6 +526,17 @@ grep -q '"priority": "warn", "event_type": "replication.instance_unavailable"' "
 kill "$notes_pid"
 notes_pid=
 log "source instance stopped and started: ok"
+
+# ---- 8c. the target is unreachable ----
+stop_agent "$pid_b"
+call_a replication_sync_now "{\"replication\": \"$uuid2\"}" >/dev/null || fail "sync_now"
+# connect_retries (5) with 1-5 s between them, then the cycle fails.
+wait_status "$uuid2" 'd["state"] == "target-unreachable" and d["last_error"]["class"] == "ChannelError"' 60
+start_agent b
+sync_and_wait "$uuid2"
+[ "$(status_a "$uuid2" | jget 'd["state"]')" = ok ] || fail "state once the target is back"
+same_as_source "$uuid2"
+log "target unreachable, then back: ok"
 
 # ---- 9. failover ----
 expect_error b PrimaryAlive "is running on $host_a" replication_failover "{\"replication\": \"$uuid\"}"
