@@ -77,6 +77,9 @@ struct src_repl {
          * replication_primary_state), and since when. */
         enum repl_presence presence;
         int64_t presence_ms;
+        /* The instance's new host took the replica over (its target said
+         * so): no more cycles from here. "" while this host is the source. */
+        char replaced_by[256];
         /* runtime */
         uint64_t sched_id;
         bool running, removed, stale_checked, violation;
@@ -180,6 +183,8 @@ static json_object *record_to_json(const struct src_repl *r) {
         json_object_object_add(o, "instance_presence",
                                json_object_new_string(repl_presence_name(r->presence)));
         json_object_object_add(o, "presence_since_ms", json_object_new_int64(r->presence_ms));
+        if (r->replaced_by[0])
+                json_object_object_add(o, "replaced_by", json_object_new_string(r->replaced_by));
         return o;
 }
 
@@ -252,6 +257,10 @@ static int record_from_json(json_object *o, const char *path, struct src_repl *r
                                      "%s: bad 'instance_presence'", path);
         r->presence = (enum repl_presence)pr;
         r->presence_ms = get_i64(o, "presence_since_ms");
+        if (json_object_object_get(o, "replaced_by") &&
+            (rc = copy_field(o, "replaced_by", r->replaced_by, sizeof(r->replaced_by), path,
+                             err)) < 0)
+                return rc;
         if (r->rpo_s < REPL_RPO_MIN_S || r->rpo_s > REPL_RPO_MAX_S)
                 return nst_error_set(err, -EBADMSG, "ReplicaCorrupt", "%s: bad 'rpo'", path);
         return 0;
@@ -293,7 +302,7 @@ static int add_locked(struct repl_source *s, struct src_repl *r) {
                                r->cycles_total ? r->last_point_ms : 0, repl_now_ms());
         if (rc < 0)
                 return rc;
-        if (r->paused)
+        if (r->paused || r->replaced_by[0])
                 nst_sched_set_paused(s->sched, r->sched_id, true, repl_now_ms());
         s->items[s->n_items++] = r;
         return 0;
@@ -1496,7 +1505,8 @@ static json_object *status_locked(const struct repl_source *s, const struct src_
         json_object_object_add(o, "instance_name", json_object_new_string(r->name));
         json_object_object_add(o, "source_host", json_object_new_string(s->p->host_name));
         json_object_object_add(o, "target_host", json_object_new_string(r->target_host));
-        const char *state = r->paused                                ? "paused"
+        const char *state = r->replaced_by[0]                        ? "replaced"
+                            : r->paused                              ? "paused"
                             : r->running                             ? "syncing"
                             : r->presence == REPL_PRESENCE_STOPPED   ? "instance-stopped"
                             : r->presence == REPL_PRESENCE_MIGRATED  ? "instance-migrated"
@@ -1505,6 +1515,9 @@ static json_object *status_locked(const struct repl_source *s, const struct src_
                             : r->cycles_total == 0                   ? "initial-sync-pending"
                                                                      : "ok";
         json_object_object_add(o, "state", json_object_new_string(state));
+        json_object_object_add(o, "replaced_by", r->replaced_by[0]
+                                                         ? json_object_new_string(r->replaced_by)
+                                                         : NULL);
         json_object_object_add(o, "instance_presence",
                                json_object_new_string(repl_presence_name(r->presence)));
         json_object_object_add(o, "instance_presence_since",
@@ -1943,12 +1956,64 @@ static int with_replication(struct repl_source *s, json_object *args, const char
         return 0;
 }
 
+static int replaced_error(const struct src_repl *r, const char *method, struct nst_error *err) {
+        return nst_error_set(err, -EBUSY, "ReplicationReplaced",
+                             "%s: %s replicates instance %s now (it took the replica over); "
+                             "replication_disable it here",
+                             method, r->replaced_by, r->name);
+}
+
+/* Called by the target when the instance's new host took the replica over
+ * (replication_target_prepare): cycles from here would be refused, and the
+ * RPO is no longer this host's to keep. */
+static int m_replaced(struct nst_call *call, json_object *args, void *ud, json_object **ret,
+                      struct nst_error *err) {
+        struct repl_source *s = ud;
+        static const char *const allowed[] = {"replication", "source_host", NULL};
+        const char *m = "replication_source_replaced";
+        const char *id = NULL, *by = NULL;
+        int rc = nst_json_check_keys(args, m, allowed, err);
+        if (rc < 0 || (rc = replication_arg(args, m, &id, err)) < 0 ||
+            (rc = nst_json_req_string(args, "source_host", m, &by, err)) < 0)
+                return rc;
+        if (!*by || strlen(by) >= sizeof(((struct src_repl *)0)->replaced_by) ||
+            strcmp(by, s->p->host_name) == 0)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: source_host must name another host, got '%.64s'", m,
+                                     by);
+        pthread_mutex_lock(&s->lock);
+        struct src_repl *r = find_locked(s, id);
+        if (!r)
+                rc = nst_error_set(err, -ENOENT, "ReplicationNotFound",
+                                   "%s: this host is not the source of replication %s", m, id);
+        if (rc >= 0 && strcmp(r->replaced_by, by) != 0) {
+                char was[sizeof(r->replaced_by)];
+                memcpy(was, r->replaced_by, sizeof(was));
+                snprintf(r->replaced_by, sizeof(r->replaced_by), "%s", by);
+                if ((rc = record_save_locked(s, r, err)) < 0) {
+                        memcpy(r->replaced_by, was, sizeof(was));
+                } else {
+                        nst_sched_set_paused(s->sched, r->sched_id, true, repl_now_ms());
+                        pthread_cond_broadcast(&s->wake);
+                        log_warning("replication %s (%s): %s took the replica over; no more "
+                                    "cycles from here (replication_disable it)",
+                                    r->id, r->name, by);
+                }
+        }
+        if (rc >= 0)
+                *ret = status_locked(s, r);
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+}
+
 static int m_pause_resume(struct repl_source *s, json_object *args, bool pause,
                           json_object **ret, struct nst_error *err) {
         const char *method = pause ? "replication_pause" : "replication_resume";
         pthread_mutex_lock(&s->lock);
         struct src_repl *r = NULL;
         int rc = with_replication(s, args, method, &r, err);
+        if (rc >= 0 && !pause && r->replaced_by[0])
+                rc = replaced_error(r, method, err);
         if (rc >= 0 && r->paused != pause) {
                 r->paused = pause;
                 nst_sched_set_paused(s->sched, r->sched_id, pause, repl_now_ms());
@@ -1980,7 +2045,9 @@ static int m_sync_now(struct nst_call *call, json_object *args, void *ud, json_o
         pthread_mutex_lock(&s->lock);
         struct src_repl *r = NULL;
         int rc = with_replication(s, args, "replication_sync_now", &r, err);
-        if (rc >= 0 && r->paused)
+        if (rc >= 0 && r->replaced_by[0])
+                rc = replaced_error(r, "replication_sync_now", err);
+        else if (rc >= 0 && r->paused)
                 rc = nst_error_set(err, -EBUSY, "ReplicationPaused",
                                    "replication_sync_now: replication %s is paused; "
                                    "replication_resume it first",
@@ -2203,5 +2270,6 @@ const struct nst_method repl_source_methods[] = {
         {"replication_sync_now", "1.0", m_sync_now, NULL},
         {"replication_update", "1.0", m_update, NULL},
         {"replication_primary_state", "1.0", m_primary_state, NULL},
+        {"replication_source_replaced", "1.0", m_replaced, NULL},
 };
 const size_t repl_source_n_methods = NST_ARRAY_SIZE(repl_source_methods);

@@ -868,13 +868,14 @@ static json_object *channel_address(const struct repl_target *t) {
  * may be gone). *why says what the present source answered. */
 static int handover_check(struct repl_target *t, const char *id, const char *name,
                           const char *previous, const char *source, char *why, size_t why_size,
-                          struct nst_error *err) {
+                          bool *answered, struct nst_error *err) {
         json_object *args = json_object_new_object(), *answer = NULL;
         json_object_object_add(args, "replication", json_object_new_string(id));
         struct nst_error e = NST_ERROR_INIT;
         int rc = repl_call_agent(t->p, previous, "replication_primary_state", args,
                                  t->p->o.primary_check_timeout_s, &answer, &e);
         json_object_put(args);
+        *answered = rc >= 0;
         if (rc < 0) {
                 snprintf(why, why_size, "the agent of %.200s did not answer: %.300s", previous,
                          e.message);
@@ -932,13 +933,15 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
         /* Asked before the lock is taken: an RPC of up to
          * primary_check_timeout. */
         char previous[256] = "", why[600] = "";
+        bool previous_answered = false;
         pthread_mutex_lock(&t->lock);
         struct tgt_repl *r = find_locked(t, id);
         if (r && strcmp(meta_str(r, "source_host"), source) != 0)
                 snprintf(previous, sizeof(previous), "%s", meta_str(r, "source_host"));
         pthread_mutex_unlock(&t->lock);
         if (*previous &&
-            (rc = handover_check(t, id, name, previous, source, why, sizeof(why), err)) < 0) {
+            (rc = handover_check(t, id, name, previous, source, why, sizeof(why),
+                                 &previous_answered, err)) < 0) {
                 json_object_put(meta);
                 return rc;
         }
@@ -1018,6 +1021,21 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
                 json_object_object_add(d, "points", json_object_new_int64((int64_t)points));
                 json_object_object_add(d, "reason", json_object_new_string(why));
                 repl_notify(t->p, "replication.source_changed", d, NULL);
+                /* Best effort: the old source stops its cycles (they would
+                 * be refused) and its RPO watch. */
+                if (previous_answered) {
+                        json_object *a = json_object_new_object(), *answer = NULL;
+                        json_object_object_add(a, "replication", json_object_new_string(id));
+                        json_object_object_add(a, "source_host", json_object_new_string(source));
+                        struct nst_error e = NST_ERROR_INIT;
+                        if (repl_call_agent(t->p, previous, "replication_source_replaced", a,
+                                            t->p->o.primary_check_timeout_s, &answer, &e) < 0)
+                                log_warning("replica %s: could not tell %s that %s took it over: "
+                                            "%s",
+                                            id, previous, source, e.message);
+                        json_object_put(a);
+                        json_object_put(answer);
+                }
         } else {
                 log_info("replica %s of %s from %s prepared (%zu disk(s))", id, name, source, n);
         }

@@ -37,7 +37,8 @@
 #      plays its new host): C's replication_enable is refused while site
 #      A's agent says the instance runs there, and with A gone it takes the
 #      replica over, points kept: the first cycle compares hashes and ships
-#      only what changed; A cannot remove the replica C now owns.
+#      only what changed; A, told it was replaced, stops its cycles, and
+#      its disable leaves the replica C now owns.
 #
 # Needs root; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_qemu.sh BUILD_DIR
@@ -642,5 +643,18 @@ call_b replication_target_remove "{\"replication\": \"$uuid2\", \"source_host\":
         fail "target_remove from the old source"
 [ "$(jget 'd["removed"]' <"$work/r11.json")" = false ] || fail "the old source removed the replica: $(cat "$work/r11.json")"
 status_b "$uuid2" >/dev/null || fail "the replica is gone"
-log "instance moved: site C took the replica over ($shipped bytes shipped), ok"
+# Site A back: told what the target tells an old source that answers (A
+# was down at the handover), it stops, and its disable leaves C's replica.
+start_agent a
+call_a replication_source_replaced "{\"replication\": \"$uuid2\", \"source_host\": \"$host_c\"}" >"$work/r11.json" ||
+        fail "replication_source_replaced"
+[ "$(jget 'd["state"] + " " + d["replaced_by"]' <"$work/r11.json")" = "replaced $host_c" ] ||
+        fail "status after replaced: $(cat "$work/r11.json")"
+expect_error a ReplicationReplaced "$host_c replicates" replication_sync_now "{\"replication\": \"$uuid2\"}"
+expect_error a ReplicationReplaced "$host_c replicates" replication_resume "{\"replication\": \"$uuid2\"}"
+call_a replication_disable "{\"replication\": \"$uuid2\"}" >"$work/r11.json" || fail "disable on site A"
+[ "$(jget 'str(d["target_removed"]) + " " + d["target_source_host"]' <"$work/r11.json")" = "False $host_c" ] ||
+        fail "disable on the replaced source: $(cat "$work/r11.json")"
+[ "$(status_b "$uuid2" | jget 'd["source_host"]')" = "$host_c" ] || fail "the replica after A's disable"
+log "instance moved: site C took the replica over ($shipped bytes shipped), the old source stepped back, ok"
 log "PASS"
