@@ -180,8 +180,14 @@ echo "\$ nestorctl services --wait 3"
 
 nic=
 [ "$uri" = qemu:///system ] && nic=", \"nics\": [{\"network\": \"$net\"}]"
-# Without KVM the nested profiles run under TCG (slow, but the lab works).
-[ "$accel" = kvm ] || nic="$nic, \"allow_emulated_nesting\": true"
+# Where the host cannot nest (no KVM, or a KVM without nested
+# virtualization, as under a paravirtual hypervisor) the nested profiles run
+# under TCG: slow, but the lab works.
+nesting=$(q site-a get_host_capabilities '{}' | jget 'd["nesting"]["usable"]') || nesting=False
+if [ "$accel" != kvm ] || [ "$nesting" != True ]; then
+        nic="$nic, \"allow_emulated_nesting\": true"
+        echo "(this host cannot nest: the nested guests run under TCG)"
+fi
 say "2. A nested-KVM compute node on site A"
 ctl site-a call spawn --args "{\"spec\": {\"name\": \"lab-compute\", \"profile\": \"nested-kvm\", \"vcpus\": 2, \"memory_mb\": 256, \"disks\": [{\"size_gb\": 1}]$nic}}" \
         >"$lab/compute.txt"

@@ -330,6 +330,9 @@ static json_object *event_data(const struct src_repl *r, const char *host) {
         return d;
 }
 
+static int mark_replaced_locked(struct repl_source *s, struct src_repl *r, const char *by,
+                                struct nst_error *err);
+
 /* ---- where the instance is ---- */
 
 /* Records where the instance is now; when that changed, returns the
@@ -1008,6 +1011,32 @@ static void cycle_end_job(struct cycle *c, bool committed) {
  * (60 ms: libvirt removes the bitmap and rewrites its metadata) is
  * housekeeping after the cycle, not part of it: the point is committed
  * and the job ended. Should it fail, the next cycle's prepare retries. */
+/* The target refused this source: has another host taken the replica over
+ * (the instance moved) while this agent was down, so that nobody told it?
+ * Its replication_status says whose the replica is. */
+static void check_replaced(struct repl_source *s, const struct src_repl *cfg) {
+        json_object *args = json_object_new_object(), *answer = NULL;
+        json_object_object_add(args, "replication", json_object_new_string(cfg->id));
+        struct nst_error e = NST_ERROR_INIT;
+        int rc = repl_call_agent(s->p, cfg->target_host, "replication_status", args,
+                                 s->p->o.rpc_timeout_s, &answer, &e);
+        json_object_put(args);
+        const char *role = rc >= 0 ? json_object_get_string(json_object_object_get(answer, "role"))
+                                   : NULL;
+        const char *from = rc >= 0 ? json_object_get_string(json_object_object_get(
+                                             answer, "source_host"))
+                                   : NULL;
+        if (role && strcmp(role, "target") == 0 && from && *from &&
+            strlen(from) < sizeof(cfg->replaced_by) && strcmp(from, s->p->host_name) != 0) {
+                pthread_mutex_lock(&s->lock);
+                struct src_repl *r = find_locked(s, cfg->id);
+                if (r && mark_replaced_locked(s, r, from, &e) < 0)
+                        log_error("replication %s: %s", cfg->id, e.message);
+                pthread_mutex_unlock(&s->lock);
+        }
+        json_object_put(answer);
+}
+
 static void prune_superseded(struct cycle *c) {
         struct nst_error e = NST_ERROR_INIT;
         int64_t t0 = repl_mono_ms();
@@ -1157,6 +1186,8 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
         }
         if (rc >= 0)
                 prune_superseded(&c);
+        else if (strcmp(err.cls, "AuthenticationFailed") == 0)
+                check_replaced(s, &c.cfg);
         run_dir_housekeeping(&c);
         cycle_free(&c);
         *ret_point_ms = c.point_ms;
@@ -1956,6 +1987,26 @@ static int with_replication(struct repl_source *s, json_object *args, const char
         return 0;
 }
 
+static int mark_replaced_locked(struct repl_source *s, struct src_repl *r, const char *by,
+                                struct nst_error *err) {
+        if (strcmp(r->replaced_by, by) == 0)
+                return 0;
+        char was[sizeof(r->replaced_by)];
+        memcpy(was, r->replaced_by, sizeof(was));
+        snprintf(r->replaced_by, sizeof(r->replaced_by), "%s", by);
+        int rc = record_save_locked(s, r, err);
+        if (rc < 0) {
+                memcpy(r->replaced_by, was, sizeof(was));
+                return rc;
+        }
+        nst_sched_set_paused(s->sched, r->sched_id, true, repl_now_ms());
+        pthread_cond_broadcast(&s->wake);
+        log_warning("replication %s (%s): %s took the replica over; no more cycles from here "
+                    "(replication_disable it)",
+                    r->id, r->name, by);
+        return 0;
+}
+
 static int replaced_error(const struct src_repl *r, const char *method, struct nst_error *err) {
         return nst_error_set(err, -EBUSY, "ReplicationReplaced",
                              "%s: %s replicates instance %s now (it took the replica over); "
@@ -1986,20 +2037,8 @@ static int m_replaced(struct nst_call *call, json_object *args, void *ud, json_o
         if (!r)
                 rc = nst_error_set(err, -ENOENT, "ReplicationNotFound",
                                    "%s: this host is not the source of replication %s", m, id);
-        if (rc >= 0 && strcmp(r->replaced_by, by) != 0) {
-                char was[sizeof(r->replaced_by)];
-                memcpy(was, r->replaced_by, sizeof(was));
-                snprintf(r->replaced_by, sizeof(r->replaced_by), "%s", by);
-                if ((rc = record_save_locked(s, r, err)) < 0) {
-                        memcpy(r->replaced_by, was, sizeof(was));
-                } else {
-                        nst_sched_set_paused(s->sched, r->sched_id, true, repl_now_ms());
-                        pthread_cond_broadcast(&s->wake);
-                        log_warning("replication %s (%s): %s took the replica over; no more "
-                                    "cycles from here (replication_disable it)",
-                                    r->id, r->name, by);
-                }
-        }
+        if (rc >= 0)
+                rc = mark_replaced_locked(s, r, by, err);
         if (rc >= 0)
                 *ret = status_locked(s, r);
         pthread_mutex_unlock(&s->lock);

@@ -37,8 +37,9 @@
 #      plays its new host): C's replication_enable is refused while site
 #      A's agent says the instance runs there, and with A gone it takes the
 #      replica over, points kept: the first cycle compares hashes and ships
-#      only what changed; A, told it was replaced, stops its cycles, and
-#      its disable leaves the replica C now owns.
+#      only what changed; A, back, finds its cycle refused, learns from the
+#      target that it was replaced and stops, and its disable leaves the
+#      replica C now owns.
 #
 # Needs root; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_qemu.sh BUILD_DIR
@@ -643,9 +644,14 @@ call_b replication_target_remove "{\"replication\": \"$uuid2\", \"source_host\":
         fail "target_remove from the old source"
 [ "$(jget 'd["removed"]' <"$work/r11.json")" = false ] || fail "the old source removed the replica: $(cat "$work/r11.json")"
 status_b "$uuid2" >/dev/null || fail "the replica is gone"
-# Site A back: told what the target tells an old source that answers (A
-# was down at the handover), it stops, and its disable leaves C's replica.
+# Site A back (it was down at the handover, nobody told it): its next cycle
+# is refused, it asks the target whose the replica is and steps back; its
+# disable leaves C's replica.
 start_agent a
+call_a replication_sync_now "{\"replication\": \"$uuid2\"}" >/dev/null || fail "sync_now on site A"
+wait_status "$uuid2" "d['state'] == 'replaced' and d['replaced_by'] == '$host_c'" 30
+grep -q "$host_c took the replica over" "$work/agent-a.log" || fail "site A did not log that it was replaced"
+# What the target tells an old source that answers at the handover.
 call_a replication_source_replaced "{\"replication\": \"$uuid2\", \"source_host\": \"$host_c\"}" >"$work/r11.json" ||
         fail "replication_source_replaced"
 [ "$(jget 'd["state"] + " " + d["replaced_by"]' <"$work/r11.json")" = "replaced $host_c" ] ||
