@@ -59,7 +59,9 @@ static const struct nst_option options[] = {
         {"rpc_timeout", NST_OPT_FLOAT, "30",
          "Seconds to wait for the other agent's answer on the bus", 1, 600},
         {"primary_check_timeout", NST_OPT_FLOAT, "10",
-         "Seconds failover waits for the source agent to say whether the primary runs", 1, 600},
+         "Seconds failover (and a handover to a new source) waits for the source agent to "
+         "say whether the primary runs",
+         1, 600},
         {"probe_command", NST_OPT_STRING, "ping -c 1 -W 1 {address}",
          "Command failover runs for each of the primary's addresses; exit status 0 means the "
          "primary is reachable and failover is refused (empty: no probe)"},
