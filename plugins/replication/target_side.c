@@ -861,6 +861,43 @@ static json_object *channel_address(const struct repl_target *t) {
         return o;
 }
 
+static json_object *event_data(struct tgt_repl *r) {
+        json_object *d = json_object_new_object();
+        json_object_object_add(d, "replication", json_object_new_string(r->id));
+        json_object_object_add(d, "instance_uuid", json_object_new_string(r->id));
+        json_object_object_add(d, "display_name",
+                               json_object_new_string(meta_str(r, "instance_name")));
+        json_object_object_add(d, "source_host", json_object_new_string(meta_str(r, "source_host")));
+        return d;
+}
+
+/* What the agent of `source` says of the primary (replication_primary_state
+ * within primary_check_timeout): 0 with *running and *migrated, or the
+ * call's error when it did not answer. `text` says which, for the checks
+ * and the logs. */
+static int ask_primary(struct repl_plugin *p, const char *source, const char *id, bool *running,
+                       bool *migrated, char *text, size_t text_size, struct nst_error *err) {
+        json_object *args = json_object_new_object(), *answer = NULL;
+        json_object_object_add(args, "replication", json_object_new_string(id));
+        int rc = repl_call_agent(p, source, "replication_primary_state", args,
+                                 p->o.primary_check_timeout_s, &answer, err);
+        json_object_put(args);
+        *running = *migrated = false;
+        if (rc < 0) {
+                snprintf(text, text_size, "agent of %.200s did not answer: %.300s", source,
+                         err->message);
+                return rc;
+        }
+        *running = json_object_get_boolean(json_object_object_get(answer, "running"));
+        *migrated = json_object_get_boolean(json_object_object_get(answer, "migrated"));
+        json_object_put(answer);
+        snprintf(text, text_size, "agent of %.200s: the primary is %s", source,
+                 *running    ? "running"
+                 : *migrated ? "migrated away from it"
+                             : "not running");
+        return 0;
+}
+
 /* Another node asks to become the source of a replica that has one: the
  * instance moved there (a migration). The replica, its points with it, is
  * handed over unless its present source says the instance still runs there;
@@ -869,23 +906,9 @@ static json_object *channel_address(const struct repl_target *t) {
 static int handover_check(struct repl_target *t, const char *id, const char *name,
                           const char *previous, const char *source, char *why, size_t why_size,
                           bool *answered, struct nst_error *err) {
-        json_object *args = json_object_new_object(), *answer = NULL;
-        json_object_object_add(args, "replication", json_object_new_string(id));
+        bool running, migrated;
         struct nst_error e = NST_ERROR_INIT;
-        int rc = repl_call_agent(t->p, previous, "replication_primary_state", args,
-                                 t->p->o.primary_check_timeout_s, &answer, &e);
-        json_object_put(args);
-        *answered = rc >= 0;
-        if (rc < 0) {
-                snprintf(why, why_size, "the agent of %.200s did not answer: %.300s", previous,
-                         e.message);
-                return 0;
-        }
-        bool running = json_object_get_boolean(json_object_object_get(answer, "running"));
-        const char *presence = json_object_get_string(json_object_object_get(answer, "presence"));
-        snprintf(why, why_size, "the agent of %.200s says the instance is %.32s", previous,
-                 running ? "running there" : presence ? presence : "not running");
-        json_object_put(answer);
+        *answered = ask_primary(t->p, previous, id, &running, &migrated, why, why_size, &e) >= 0;
         if (running)
                 return nst_error_set(err, -EEXIST, "ReplicationExists",
                                      "replication_target_prepare: instance %s still runs on %s, "
@@ -951,6 +974,7 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
         }
 
         uint64_t points = 0;
+        json_object *changed = NULL; /* replication.source_changed */
         pthread_mutex_lock(&t->lock);
         r = find_locked(t, id);
         if (r) {
@@ -979,6 +1003,8 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
                                 json_object_object_add(meta, "failover", json_object_get(fo));
                         rc = nst_rs_set_meta(r->rs, meta, err);
                         points = nst_rs_point_count(r->rs);
+                        if (rc >= 0 && *previous)
+                                changed = event_data(r);
                         pthread_mutex_unlock(&r->lock);
                 }
         } else {
@@ -1006,21 +1032,19 @@ static int m_prepare(struct nst_call *call, json_object *args, void *ud, json_ob
         }
         pthread_mutex_unlock(&t->lock);
         json_object_put(meta);
-        if (rc < 0)
+        if (rc < 0) {
+                json_object_put(changed);
                 return rc;
-        if (*previous) {
+        }
+        if (changed) {
                 log_warning("replica %s of %s handed over from %s to %s, %llu point(s) kept (%s)",
                             id, name, previous, source, (unsigned long long)points, why);
-                json_object *d = json_object_new_object();
-                json_object_object_add(d, "replication", json_object_new_string(id));
-                json_object_object_add(d, "instance_uuid", json_object_new_string(id));
-                json_object_object_add(d, "display_name", json_object_new_string(name));
-                json_object_object_add(d, "source_host", json_object_new_string(source));
-                json_object_object_add(d, "previous_source_host", json_object_new_string(previous));
-                json_object_object_add(d, "host", json_object_new_string(t->p->host_name));
-                json_object_object_add(d, "points", json_object_new_int64((int64_t)points));
-                json_object_object_add(d, "reason", json_object_new_string(why));
-                repl_notify(t->p, "replication.source_changed", d, NULL);
+                json_object_object_add(changed, "previous_source_host",
+                                       json_object_new_string(previous));
+                json_object_object_add(changed, "host", json_object_new_string(t->p->host_name));
+                json_object_object_add(changed, "points", json_object_new_int64((int64_t)points));
+                json_object_object_add(changed, "reason", json_object_new_string(why));
+                repl_notify(t->p, "replication.source_changed", changed, NULL);
                 /* Best effort: the old source stops its cycles (they would
                  * be refused) and its RPO watch. */
                 if (previous_answered) {
@@ -1348,41 +1372,24 @@ static int primary_check(struct repl_target *t, struct tgt_repl *r, json_object 
                          struct nst_error *err) {
         struct repl_plugin *p = t->p;
         const char *source = meta_str(r, "source_host");
-        json_object *args = json_object_new_object(), *answer = NULL;
-        json_object_object_add(args, "replication", json_object_new_string(r->id));
-        struct nst_error e = NST_ERROR_INIT;
-        int rc = repl_call_agent(p, source, "replication_primary_state", args,
-                                 p->o.primary_check_timeout_s, &answer, &e);
-        json_object_put(args);
+        bool running, migrated;
         char text[600];
-        if (rc >= 0) {
-                bool running = json_object_get_boolean(json_object_object_get(answer, "running"));
-                bool migrated = json_object_get_boolean(json_object_object_get(answer, "migrated"));
-                snprintf(text, sizeof(text), "agent of %s: the primary is %s", source,
-                         running    ? "running"
-                         : migrated ? "migrated away from it"
-                                    : "not running");
-                json_object_put(answer);
-                json_object_array_add(checks, json_object_new_string(text));
-                if (running)
-                        return nst_error_set(err, -EBUSY, "PrimaryAlive",
-                                             "the primary instance %s is running on %s; stop it "
-                                             "first, or force with a reason",
-                                             meta_str(r, "instance_name"), source);
-                /* It may run on its new host, which this replica's source
-                 * does not know. */
-                if (migrated)
-                        return nst_error_set(err, -EBUSY, "PrimaryMigrated",
-                                             "the primary instance %s was migrated away from %s "
-                                             "and may be running on another host; failover "
-                                             "refused (force with a reason once it is known to "
-                                             "be down)",
-                                             meta_str(r, "instance_name"), source);
-        } else {
-                snprintf(text, sizeof(text), "agent of %.200s did not answer: %.300s", source,
-                         e.message);
-                json_object_array_add(checks, json_object_new_string(text));
-        }
+        struct nst_error e = NST_ERROR_INIT;
+        ask_primary(p, source, r->id, &running, &migrated, text, sizeof(text), &e);
+        json_object_array_add(checks, json_object_new_string(text));
+        if (running)
+                return nst_error_set(err, -EBUSY, "PrimaryAlive",
+                                     "the primary instance %s is running on %s; stop it first, "
+                                     "or force with a reason",
+                                     meta_str(r, "instance_name"), source);
+        /* It may run on its new host, which this replica's source does not
+         * know. */
+        if (migrated)
+                return nst_error_set(err, -EBUSY, "PrimaryMigrated",
+                                     "the primary instance %s was migrated away from %s and may "
+                                     "be running on another host; failover refused (force with "
+                                     "a reason once it is known to be down)",
+                                     meta_str(r, "instance_name"), source);
         json_object *probes = json_object_object_get(nst_rs_meta(r->rs), "probe_addresses");
         for (size_t i = 0; p->o.probe_command && i < json_object_array_length(probes); i++) {
                 const char *addr = json_object_get_string(json_object_array_get_idx(probes, i));
@@ -1397,16 +1404,6 @@ static int primary_check(struct repl_target *t, struct tgt_repl *r, json_object 
                                              meta_str(r, "instance_name"), addr);
         }
         return 0;
-}
-
-static json_object *event_data(struct tgt_repl *r) {
-        json_object *d = json_object_new_object();
-        json_object_object_add(d, "replication", json_object_new_string(r->id));
-        json_object_object_add(d, "instance_uuid", json_object_new_string(r->id));
-        json_object_object_add(d, "display_name",
-                               json_object_new_string(meta_str(r, "instance_name")));
-        json_object_object_add(d, "source_host", json_object_new_string(meta_str(r, "source_host")));
-        return d;
 }
 
 static int choose_point(struct tgt_repl *r, json_object *args, const char *method,
