@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/fs_util.h"
@@ -657,6 +658,19 @@ static int delete_checkpoint(virDomainPtr dom, const char *name, struct nst_erro
 }
 
 /* Ends whatever the job holds; the first failure is reported. */
+/* virDomainAbortJob returns before libvirt has seen the backup's block
+ * jobs end; until it has, the domain still has a job and the next backup
+ * would be refused. Waits for that, a few milliseconds, at most 5 s. */
+static void wait_job_gone(virDomainPtr dom) {
+        for (int i = 0; i < 1000; i++) {
+                virDomainJobInfo info;
+                if (virDomainGetJobInfo(dom, &info) < 0 || info.type == VIR_DOMAIN_JOB_NONE)
+                        return;
+                struct timespec ts = {0, 5 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+        }
+}
+
 static int job_teardown(struct nst_src_job *j, bool success, struct nst_error *err) {
         int r = 0;
         for (size_t i = 0; i < j->n; i++) {
@@ -667,6 +681,8 @@ static int job_teardown(struct nst_src_job *j, bool success, struct nst_error *e
         if (j->running && virDomainAbortJob(j->dom) < 0)
                 r = nst_lv_error(err, -EIO, "HypervisorError",
                                  "cannot end the backup job of %s", j->name);
+        else if (j->running)
+                wait_job_gone(j->dom);
         if (j->socket[0] != '\0')
                 (void)unlink(j->socket);
         for (size_t i = 0; j->scratch_dir && i < j->n; i++)
