@@ -45,6 +45,7 @@
 #define CLOSE_NOTIFY_MS 1000
 #define LISTEN_BACKLOG 16
 #define READ_AHEAD_BYTES (128 * 1024)
+#define CIPHERSUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 /* Frames up to this size go out in one SSL_write (one TLS record). */
 #define COALESCE_SIZE 16384
 #define GATHER_SIZE (256 * 1024)
@@ -438,7 +439,16 @@ static int ctx_new(bool server, bool cert_mode, const struct nst_rc_tls_config *
         }
         SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+        /* OpenSSL's default order puts AES-256-GCM-SHA384 first, and a
+         * pre-shared key (SHA-256) rules that one out, which left
+         * ChaCha20-Poly1305: 30 % slower than AES-128-GCM on CPUs with
+         * AES-NI, where the cipher is most of the channel's CPU. */
+        if (SSL_CTX_set_ciphersuites(ctx, CIPHERSUITES) != 1) {
+                ERR_clear_error();
+                SSL_CTX_free(ctx);
+                return nst_error_set(err, -EINVAL, CHANNEL, "cannot set the TLS 1.3 cipher suites");
+        }
         /* Read several records per recv(): without read-ahead OpenSSL reads
          * each record's header and body separately, two system calls per
          * 16 KiB. read_exact() only polls when OpenSSL asks for more. */
@@ -880,6 +890,10 @@ const char *nst_rc_conn_peer(const struct nst_rc_conn *c) {
 
 const char *nst_rc_conn_protocol(const struct nst_rc_conn *c) {
         return SSL_get_version(c->ssl);
+}
+
+const char *nst_rc_conn_cipher(const struct nst_rc_conn *c) {
+        return SSL_get_cipher_name(c->ssl);
 }
 
 void nst_rc_set_rate_limit(struct nst_rc_conn *c, uint64_t bytes_per_second) {

@@ -79,6 +79,8 @@ const char *nst_rc_conn_identity(const struct nst_rc_conn *c);
 const char *nst_rc_conn_peer(const struct nst_rc_conn *c); /* "addr:port" */
 /* The negotiated protocol, e.g. "TLSv1.3" (for logs and tests). */
 const char *nst_rc_conn_protocol(const struct nst_rc_conn *c);
+/* The negotiated cipher suite, e.g. "TLS_AES_128_GCM_SHA256". */
+const char *nst_rc_conn_cipher(const struct nst_rc_conn *c);
 
 /* Bytes per second for sends; 0 = unlimited. */
 void nst_rc_set_rate_limit(struct nst_rc_conn *c, uint64_t bytes_per_second);

@@ -132,9 +132,10 @@ int main(int argc, char **argv) {
                 return 1;
         }
         printf("channel: %llu MiB in %u KiB DATA frames in %.3f s: %.0f MiB/s; CPU s: sender "
-               "%.2f, receiver %.2f (%s)\n",
+               "%.2f, receiver %.2f (%s, %s)\n",
                (unsigned long long)(rv.bytes >> 20), extent >> 10, s,
-               (double)rv.bytes / 1048576.0 / s, send_cpu, rv.cpu_s, nst_rc_conn_protocol(c));
+               (double)rv.bytes / 1048576.0 / s, send_cpu, rv.cpu_s, nst_rc_conn_protocol(c),
+               nst_rc_conn_cipher(c));
         nst_rc_close(c);
         nst_rc_server_close(rv.server);
         free(data);

@@ -90,6 +90,7 @@ struct acceptor {
         bool got_conn;
         char identity[NST_RC_IDENTITY_MAX + 1];
         char protocol[32];
+        char cipher[64];
         /* What serve() found wrong, "" when all was right. */
         char failure[NST_ERROR_CLASS_MAX + NST_ERROR_MESSAGE_MAX + 32];
         uint64_t received;
@@ -109,6 +110,7 @@ static void *acceptor_thread(void *arg) {
                 return NULL;
         snprintf(a->identity, sizeof(a->identity), "%s", nst_rc_conn_identity(c));
         snprintf(a->protocol, sizeof(a->protocol), "%s", nst_rc_conn_protocol(c));
+        snprintf(a->cipher, sizeof(a->cipher), "%s", nst_rc_conn_cipher(c));
         nst_rc_set_timeout(c, TIMEOUT_MS);
         served = c;
         if (a->serve)
@@ -265,6 +267,8 @@ static void test_psk_frames_round_trip(void **state) {
                          0);
         assert_string_equal(nst_rc_conn_identity(c), "repl-1");
         assert_string_equal(nst_rc_conn_protocol(c), "TLSv1.3");
+        /* Not ChaCha20, which OpenSSL's default order gives a SHA-256 key. */
+        assert_string_equal(nst_rc_conn_cipher(c), "TLS_AES_128_GCM_SHA256");
         assert_non_null(strstr(nst_rc_conn_peer(c), "127.0.0.1:"));
         nst_rc_set_timeout(c, TIMEOUT_MS);
 
@@ -314,6 +318,7 @@ static void test_psk_frames_round_trip(void **state) {
         assert_string_equal(a.failure, "");
         assert_string_equal(a.identity, "repl-1");
         assert_string_equal(a.protocol, "TLSv1.3");
+        assert_string_equal(a.cipher, "TLS_AES_128_GCM_SHA256");
         assert_true(lookups >= 1);
         assert_error(nst_rc_recv(c, &h, &buf, &cap, &err), -ECONNRESET, &err, "ChannelError",
                      "closed by peer");
@@ -703,6 +708,7 @@ static void test_cert_mutual_auth(void **state) {
         assert_string_equal(a.failure, "");
         assert_string_equal(a.identity, "source-node");
         assert_string_equal(a.protocol, "TLSv1.3");
+        assert_string_equal(a.cipher, "TLS_AES_128_GCM_SHA256");
         free(buf);
         nst_rc_close(c);
         nst_rc_server_close(s);
