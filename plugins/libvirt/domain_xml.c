@@ -313,6 +313,7 @@ int nst_domain_plan_resolve(const struct nst_guest_spec *s, const struct nst_pro
                                      (unsigned long long)c->memory_mb);
         p->features = prof->features;
         nst_features_overlay(&p->features, &s->features);
+        p->guest_agent = s->guest_agent ? s->guest_agent == NST_TRI_ON : prof->guest_agent;
         int r;
         if ((r = resolve_nesting(s, prof, c, p, err)) < 0 ||
             (r = resolve_firmware(s, prof, c, p, &s->features, err)) < 0 ||
@@ -619,6 +620,16 @@ static void render_other_devices(struct nst_xw *w, const struct nst_domain_plan 
         nst_xw_attr(w, "port", "0");
         nst_xw_end(w);
         nst_xw_end(w);
+        if (p->guest_agent) {
+                /* libvirt picks the host socket and connects to the agent. */
+                nst_xw_start(w, "channel");
+                nst_xw_attr(w, "type", "unix");
+                nst_xw_start(w, "target");
+                nst_xw_attr(w, "type", "virtio");
+                nst_xw_attr(w, "name", "org.qemu.guest_agent.0");
+                nst_xw_end(w);
+                nst_xw_end(w);
+        }
         if (prof->video != NST_VIDEO_NONE) {
                 nst_xw_start(w, "video");
                 nst_xw_elem_attr(w, "model", "type", nst_video_name(prof->video));

@@ -62,6 +62,7 @@ struct nst_domain_plan {
         enum nst_disk_bus disk_bus[NST_SPEC_MAX_DISKS];
         char disk_dev[NST_SPEC_MAX_DISKS][8];
         enum nst_nic_model nic_model[NST_SPEC_MAX_NICS];
+        bool guest_agent;                   /* the qemu-guest-agent channel */
         char notes[512];                    /* adjustments the host forced, for the operator */
 };
 

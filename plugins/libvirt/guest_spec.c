@@ -721,6 +721,8 @@ static int parse_choices(json_object *obj, struct nst_guest_spec *s, struct nst_
         if ((r = get_bool(obj, "spec", "allow_emulated_nesting", &s->allow_emulated_nesting,
                           err)) < 0)
                 return r;
+        if ((r = get_tristate(obj, "spec", "guest_agent", &s->guest_agent, err)) < 0)
+                return r;
 
         if ((r = get_string(obj, "spec", "machine", &machine, err)) < 0)
                 return r;
@@ -774,7 +776,8 @@ int nst_guest_spec_parse(json_object *obj, struct nst_guest_spec **ret, struct n
                 "nics",          "profile",   "firmware",    "secure_boot",
                 "pci_requests",  "allow_emulated_nesting",   "machine",
                 "cpu_mode",      "cpu_model", "cpu_features", "disk_bus",
-                "nic_model",     "features",  "numa_nodes", NULL,
+                "nic_model",     "features",  "numa_nodes",  "guest_agent",
+                NULL,
         };
         if (!obj || !json_object_is_type(obj, json_type_object))
                 return type_error(err, "spec", NULL, "an object", obj);

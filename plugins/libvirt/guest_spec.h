@@ -139,6 +139,7 @@ struct nst_guest_spec {
         int numa_nodes[NST_SPEC_MAX_NUMA_NODES];
         size_t n_numa_nodes;
         bool allow_emulated_nesting;
+        enum nst_tristate guest_agent; /* UNSET: the profile's */
 
         /* Explicit overrides of the profile's choices (UNSET/empty = profile's). */
         char machine[NST_SPEC_MACHINE_MAX];

@@ -31,6 +31,9 @@ static void builtin_plain(struct nst_profile *p) {
                 .video = NST_VIDEO_NONE,
                 .memballoon = true,
                 .rng = true,
+                /* Quiesced snapshots and replication need the agent's port;
+                 * a guest without qemu-ga only sees an unused serial port. */
+                .guest_agent = true,
                 .min_vcpus = 1,
         };
         for (size_t i = 0; i < NST_HV_COUNT; i++)
@@ -67,6 +70,7 @@ static void builtin_nested_esxi(struct nst_profile *p) {
         p->video = NST_VIDEO_VGA;     /* the DCUI */
         p->memballoon = false;        /* ESXi has no virtio-balloon driver */
         p->rng = false;
+        p->guest_agent = false;       /* nor virtio-serial, nor a guest agent */
         p->min_vcpus = 2;
         p->min_memory_mb = 4096;
 }
@@ -101,6 +105,7 @@ static void builtin_nested_hyperv(struct nst_profile *p) {
         p->video = NST_VIDEO_VGA;
         p->tpm = true;
         p->rng = false;
+        p->guest_agent = false; /* inbox drivers only: no virtio-serial */
         p->min_vcpus = 2;
         p->min_memory_mb = 4096;
 }
@@ -471,7 +476,8 @@ static int apply_fields(json_object *o, const char *path, struct nst_profile *p,
                 p->video = v;
         if ((r = bool_field(o, "memballoon", path, &p->memballoon, err)) < 0 ||
             (r = bool_field(o, "tpm", path, &p->tpm, err)) < 0 ||
-            (r = bool_field(o, "rng", path, &p->rng, err)) < 0)
+            (r = bool_field(o, "rng", path, &p->rng, err)) < 0 ||
+            (r = bool_field(o, "guest_agent", path, &p->guest_agent, err)) < 0)
                 return r;
         if ((r = uint_field(o, "min_vcpus", path, NST_SPEC_MAX_VCPUS, &u, err)) < 0)
                 return r;
@@ -490,8 +496,8 @@ int nst_profile_set_apply(struct nst_profile_set *set, const char *json_text, co
                 "name",      "base",      "description", "machine",    "firmware",
                 "secure_boot", "cpu_mode", "cpu_model",  "nested",     "nested_npt",
                 "disk_bus",  "scsi_model", "nic_model",  "features",   "clock",
-                "video",     "memballoon", "tpm",        "rng",        "min_vcpus",
-                "min_memory_mb", NULL,
+                "video",     "memballoon", "tpm",        "rng",        "guest_agent",
+                "min_vcpus", "min_memory_mb", NULL,
         };
         _cleanup_json_ json_object *o = NULL;
         int r = parse_json_text(json_text, what, &o, err);
@@ -511,7 +517,8 @@ int nst_profile_set_apply(struct nst_profile_set *set, const char *json_text, co
                                              "description, machine, firmware, secure_boot, "
                                              "cpu_mode, cpu_model, nested, nested_npt, disk_bus, "
                                              "scsi_model, nic_model, features, clock, video, "
-                                             "memballoon, tpm, rng, min_vcpus, min_memory_mb)",
+                                             "memballoon, tpm, rng, guest_agent, min_vcpus, "
+                                             "min_memory_mb)",
                                              what, key);
         }
         const char *name = NULL, *base = NULL;
@@ -604,6 +611,7 @@ json_object *nst_profile_to_json(const struct nst_profile *p) {
         add_bool(o, "memballoon", p->memballoon);
         add_bool(o, "tpm", p->tpm);
         add_bool(o, "rng", p->rng);
+        add_bool(o, "guest_agent", p->guest_agent);
         json_object_object_add(o, "min_vcpus", json_object_new_int64(p->min_vcpus));
         json_object_object_add(o, "min_memory_mb",
                                json_object_new_int64((int64_t)p->min_memory_mb));

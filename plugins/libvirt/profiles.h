@@ -47,6 +47,7 @@ struct nst_profile {
         bool memballoon;
         bool tpm;                             /* TPM 2.0 CRB, emulated (swtpm) */
         bool rng;                             /* virtio-rng */
+        bool guest_agent;                     /* virtio-serial port for qemu-guest-agent */
         unsigned min_vcpus;
         uint64_t min_memory_mb;
 };

@@ -82,7 +82,12 @@ def build():
     bal.period = 10
     rng = vc.LibvirtConfigGuestRng()
     rng.backend = '/dev/urandom'
-    for dev in (d1, d2, nic, hd, ser, con, rng, bal):
+    # nova adds this when the image sets hw_qemu_guest_agent; Nestor's plain profile always.
+    qga = vc.LibvirtConfigGuestChannel()
+    qga.type = 'unix'
+    qga.target_name = 'org.qemu.guest_agent.0'
+    qga.source_path = '/var/lib/libvirt/qemu/org.qemu.guest_agent.0.instance-00000001.sock'
+    for dev in (d1, d2, nic, hd, ser, con, qga, rng, bal):
         g.add_device(dev)
     m = vc.LibvirtConfigGuestMetaNovaInstance()
     m.package = '26.2.2'

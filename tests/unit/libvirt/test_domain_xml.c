@@ -171,6 +171,8 @@ static void check_plain(xmlDocPtr d, enum lt_host h) {
         assert_xcount(d, "/domain/clock/timer[@name='hypervclock']", 0);
         assert_xs(d, "/domain/devices/memballoon/@model", "virtio");
         assert_xs(d, "/domain/devices/rng/@model", "virtio");
+        assert_xcount(d, "/domain/devices/channel[@type='unix']/target[@type='virtio']"
+                         "[@name='org.qemu.guest_agent.0']", 1);
         assert_xcount(d, "/domain/devices/video", 0);
         assert_xcount(d, "/domain/devices/tpm", 0);
         assert_xs(d, "/domain/metadata/n:instance/n:profile", "plain");
@@ -225,6 +227,7 @@ static void check_nested_esxi(xmlDocPtr d, enum lt_host h) {
         assert_xcount(d, "/domain/features/vmcoreinfo", 0);
         assert_xs(d, "/domain/devices/memballoon/@model", "none");
         assert_xcount(d, "/domain/devices/rng", 0);
+        assert_xcount(d, "/domain/devices/channel", 0);
         assert_xs(d, "/domain/devices/video/model/@type", "vga");
         assert_xs(d, "/domain/devices/graphics/listen/@address", "127.0.0.1");
         assert_xs(d, "/domain/clock/@offset", "utc");
@@ -266,6 +269,7 @@ static void check_nested_hyperv(xmlDocPtr d, enum lt_host h) {
         assert_xs(d, "/domain/clock/@offset", "localtime");
         assert_xcount(d, "/domain/devices/disk/target[@bus='sata']", 2);
         assert_xcount(d, "/domain/devices/interface/model[@type='e1000e']", 2);
+        assert_xcount(d, "/domain/devices/channel", 0);
         assert_xs(d, "/domain/devices/tpm/@model", "tpm-crb");
         assert_xs(d, "/domain/devices/tpm/backend/@type", "emulator");
         assert_xs(d, "/domain/devices/tpm/backend/@version", "2.0");
@@ -336,7 +340,8 @@ static void test_spec_overrides(void **state) {
                  " \"nic_model\": \"e1000e\", \"disk_bus\": \"scsi\","
                  " \"sockets\": 1, \"cores\": 2, \"threads\": 1,"
                  " \"cpu_features\": [\"+pcid\", \"-xsaves\"],"
-                 " \"features\": {\"vmport\": true, \"kvm_hidden\": true, \"acpi\": false}");
+                 " \"features\": {\"vmport\": true, \"kvm_hidden\": true, \"acpi\": false},"
+                 " \"guest_agent\": true");
         char *xml = build_ok(f, spec, caps, &plan);
         xmlDocPtr d = lt_doc(xml);
         assert_xs(d, "/domain/os/type/@machine", "pc");
@@ -356,6 +361,15 @@ static void test_spec_overrides(void **state) {
         assert_xs(d, "/domain/features/vmport/@state", "on");
         assert_xs(d, "/domain/features/kvm/hidden/@state", "on");
         assert_xcount(d, "/domain/features/acpi", 0);
+        /* ESXi's profile has no agent port; the spec asked for one. */
+        assert_xcount(d, "/domain/devices/channel/target[@name='org.qemu.guest_agent.0']", 1);
+        xmlFreeDoc(d);
+        free(xml);
+
+        spec_for(spec, sizeof(spec), "plain", ", \"guest_agent\": false");
+        xml = build_ok(f, spec, caps, &plan);
+        d = lt_doc(xml);
+        assert_xcount(d, "/domain/devices/channel", 0);
         xmlFreeDoc(d);
         free(xml);
 

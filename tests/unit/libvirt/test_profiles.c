@@ -46,6 +46,10 @@ static void test_builtins(void **state) {
         assert_int_equal(esxi->nic_model, NST_NIC_MODEL_VMXNET3);
         assert_false(esxi->memballoon);
         assert_false(esxi->rng);
+        assert_false(esxi->guest_agent);
+        assert_true(nst_profile_set_find(set, "plain")->guest_agent);
+        assert_true(nst_profile_set_find(set, "nested-kvm")->guest_agent);
+        assert_false(nst_profile_set_find(set, "nested-hyperv")->guest_agent);
         assert_int_equal(esxi->features.vmport, NST_TRI_OFF);
         assert_int_equal(esxi->firmware, NST_FIRMWARE_EFI);
         assert_false(esxi->secure_boot);
@@ -201,6 +205,10 @@ static void test_profile_limit(void **state) {
         assert_int_equal(nst_profile_set_apply(set, "{\"name\": \"p0\", \"rng\": false}", "t",
                                                &err),
                          0);
+        assert_int_equal(nst_profile_set_apply(set, "{\"name\": \"p0\", \"guest_agent\": false}",
+                                               "t", &err),
+                         0);
+        assert_false(nst_profile_set_find(set, "p0")->guest_agent);
         nst_profile_set_free(set);
 }
 
