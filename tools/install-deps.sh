@@ -9,6 +9,7 @@ packages=(
         libssl-dev openssl libpci-dev pciutils libnbd-dev libzstd-dev libxxhash-dev
         rabbitmq-server amqp-tools python3-oslo.messaging
         libvirt-daemon-system qemu-system-x86 qemu-utils
+        syslinux syslinux-common mtools dosfstools
 )
 
 missing=()
