@@ -112,6 +112,20 @@ chown libvirt-qemu:kvm "$run_dir" 2>/dev/null || true
 # target's qemu-nbd, qemu-img) have used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 + $16 + $17) / hz}' "/proc/$1/stat"; }
 qemu_pid=$(pgrep -f "guest=$vm," | head -1)
+# The guest has no OS: its firmware boots, fails to find one and waits.
+# Where KVM cannot run real mode natively (a PVM host) that boot is
+# emulated instruction by instruction: 2-3 CPU-seconds, which used to
+# overlap the full sync (half of QEMU's samples in it were the vCPU) but
+# not the read after it. Wait until QEMU is idle (under 5 % of a core over
+# half a second; at most 30 s).
+settle_ms=0
+for _ in $(seq 1 60); do
+        q0=$(cpu_s "$qemu_pid")
+        sleep 0.5
+        settle_ms=$((settle_ms + 500))
+        /usr/bin/python3 -c "import sys; sys.exit(0 if $(cpu_s "$qemu_pid") - $q0 < 0.025 else 1)" && break
+done
+log "guest idle after ${settle_ms} ms"
 cpu0_a=$(cpu_s "${pids[0]}") cpu0_b=$(cpu_s "${pids[1]}") cpu0_q=$(cpu_s "$qemu_pid")
 ctl a replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$prefix-b\", \"rpo\": 3600, \"disks\": [\"vda\"], \"quiesce\": \"off\"}" >/dev/null
 wait_cycles 1
