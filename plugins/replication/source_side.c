@@ -867,10 +867,6 @@ static const char *choose_kind(struct cycle *c, struct nst_error *err) {
         json_object_object_add(d, "checkpoint", json_object_new_string(c->cfg.last_checkpoint));
         json_object_object_add(d, "reason", json_object_new_string(e.message));
         repl_notify(c->s->p, "replication.chain_broken", d, NULL);
-        struct nst_error pe = NST_ERROR_INIT;
-        if (nst_src_checkpoints_prune(c->dom, NULL, &pe) < 0)
-                log_warning("replication %s: cleaning the broken checkpoints: %s", c->cfg.id,
-                            pe.message);
         return "resync";
 }
 
@@ -908,6 +904,15 @@ static int prepare(struct cycle *c, struct nst_error *err) {
         c->dom_id = virDomainGetID(c->dom);
         if (!(c->kind = choose_kind(c, err)))
                 return -EIO;
+        /* A new chain leaves nothing of an older one: broken checkpoints,
+         * those of an earlier replication of this instance, and the bitmaps
+         * a migration brought along from the previous host, whose libvirt
+         * kept their checkpoints (libvirt does not migrate them; QEMU
+         * would update the orphaned bitmaps on every guest write). */
+        nst_error_clear(&e);
+        if (strcmp(c->kind, "incremental") != 0 && nst_src_checkpoints_prune(c->dom, NULL, &e) < 0)
+                log_warning("replication %s: cleaning up older checkpoints: %s", c->cfg.id,
+                            e.message);
         bool same_process = c->dom_id != NO_DOM_ID && c->dom_id == c->cfg.verified_dom_id;
         for (size_t d = 0; d < c->cfg.n_disks; d++) {
                 /* Unchanged unless resized, which the job's sizes show. */

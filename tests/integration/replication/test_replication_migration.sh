@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# A replicated instance live-migrated to another host, for real: a second
+# libvirtd with its own host UUID plays site C's hypervisor
+# (tests/integration/libvirt/second_libvirtd.sh; the disks stay where they
+# are, as on shared storage), three agents (A the source, B the target, C
+# the instance's new host), one broker. Guests have no OS and run under
+# TCG (migratable everywhere); their writes are HMP qemu-io.
+#
+#   1. A replicates the instance to B; the point equals the disk;
+#   2. `virsh migrate --live --persistent --undefinesource` to C: A's status
+#      says instance-migrated from libvirt's events alone, and B refuses a
+#      failover with PrimaryMigrated (A says the instance may run elsewhere);
+#   3. C's replication_enable takes the replica over while A's agent is up:
+#      B asks A, which says the instance is not running there, and tells A
+#      it was replaced (A's status says so at once); the points are kept and
+#      C's first cycle compares hashes and ships only what changed;
+#   4. C's next cycle is incremental on the migrated disk, the point equals
+#      it, and no bitmap of A's checkpoints is left in the disk's qcow2
+#      (libvirt does not migrate checkpoint metadata; QEMU carries the
+#      bitmaps along);
+#   5. A refuses sync_now (ReplicationReplaced), and its disable leaves the
+#      replica C now owns.
+#
+# Needs root and unshare; exits 77 (skip) without libvirtd/QEMU.
+# Usage: test_replication_migration.sh BUILD_DIR
+set -euo pipefail
+
+build=$(cd "$1" && pwd)
+uri=qemu:///system
+prefix="nestor-mig-$$"
+host_a="mig-a-$$"
+host_b="mig-b-$$"
+host_c="mig-c-$$"
+exchange="nestor_mig_it_$$"
+read -r port_a port_b port_c <<<"$(/usr/bin/python3 "$(dirname "$0")/../../free_ports.py" 3)"
+work=
+pid_a=
+pid_b=
+pid_c=
+second_uri=
+
+log() { echo "test_replication_migration: $*" >&2; }
+fail() {
+        echo "FAIL: $*" >&2
+        if [ -n "$work" ]; then
+                local f
+                for f in "$work"/agent-a.log "$work"/agent-b.log "$work"/agent-c.log; do
+                        [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -25 >&2
+                done
+        fi
+        exit 1
+}
+
+if [ "$(id -u)" != 0 ]; then
+        log "needs root for qemu:///system; skipping"
+        exit 77
+fi
+# shellcheck source=tests/integration/libvirt/daemons.sh
+. "$(dirname "$0")/../libvirt/daemons.sh"
+# shellcheck source=tests/integration/libvirt/second_libvirtd.sh
+. "$(dirname "$0")/../libvirt/second_libvirtd.sh"
+# shellcheck source=tests/integration/agent_helpers.sh
+. "$(dirname "$0")/../agent_helpers.sh"
+if ! command -v libvirtd >/dev/null || ! command -v qemu-nbd >/dev/null ||
+        ! command -v unshare >/dev/null; then
+        log "libvirtd, qemu-nbd or unshare missing; skipping"
+        exit 77
+fi
+
+cleanup() {
+        local rc=$?
+        set +e
+        stop_agent "$pid_a"
+        stop_agent "$pid_b"
+        stop_agent "$pid_c"
+        [ -n "$work" ] && stop_second_libvirtd "$work/libvirtd-c"
+        local d
+        for d in $(our_domains); do
+                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
+                virsh -c "$uri" undefine --checkpoints-metadata --snapshots-metadata --nvram "$d" \
+                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
+        done
+        pkill -f "qemu-nbd.*$work" 2>/dev/null
+        stop_started_daemons
+        [ -n "$work" ] && rm -rf "$work"
+        exit $rc
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+start_daemons
+work=$(mktemp -d /tmp/nestor-mig.XXXXXX)
+chmod 755 "$work"
+start_second_libvirtd "$work/libvirtd-c" "$(cat /proc/sys/kernel/random/uuid)"
+log "site C's libvirtd: $second_uri"
+
+write_conf() { # write_conf FILE HOST STATE PORT URI
+        cat >"$1" <<EOF
+[DEFAULT]
+transport_url = rabbit://guest:guest@localhost:5672/
+host = $2
+control_exchange = $exchange
+plugin_dir = $build/plugins
+enabled_plugins = libvirt, replication
+state_path = $3
+[libvirt]
+uri = $5
+virt_type = qemu
+[replication]
+listen_address = 127.0.0.1
+listen_port = $4
+connect_retries = 5
+rpc_timeout = 8
+primary_check_timeout = 5
+[oslo_messaging_rabbit]
+rabbit_retry_interval = 0.1
+EOF
+}
+write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a" "$uri"
+write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b" "$uri"
+write_conf "$work/c.conf" "$host_c" "$work/c" "$port_c" "$second_uri"
+call() { # call a|b|c METHOD JSON
+        local h=$host_a
+        [ "$1" = b ] && h=$host_b
+        [ "$1" = c ] && h=$host_c
+        ctl_conf "$work/$1.conf" "$h" --json call "$2" --args "$3"
+}
+expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
+        local h=$host_a
+        [ "$1" = b ] && h=$host_b
+        [ "$1" = c ] && h=$host_c
+        if ctl_conf "$work/$1.conf" "$h" call "$4" --args "$5" >/dev/null 2>"$work/err"; then
+                fail "$4 on $1 succeeded; expected $2"
+        fi
+        grep -q "$2" "$work/err" || fail "$4 on $1: expected $2, got: $(cat "$work/err")"
+        grep -q -- "$3" "$work/err" || fail "$4 on $1: message lacks '$3': $(cat "$work/err")"
+}
+start_agent() { # start_agent a|b|c
+        local h=$host_a pid
+        [ "$1" = b ] && h=$host_b
+        [ "$1" = c ] && h=$host_c
+        "${agent_env[@]}" "$build/nestor-agent" --config-file "$work/$1.conf" 2>>"$work/agent-$1.log" &
+        pid=$!
+        case $1 in a) pid_a=$pid ;; b) pid_b=$pid ;; c) pid_c=$pid ;; esac
+        wait_agent "$pid" "$work/agent-$1.log" 0 "$work/$1.conf" "$h" replication_list
+}
+start_agent a
+start_agent b
+start_agent c
+
+# wait_status SITE EXPR [SECONDS]: until EXPR holds on SITE's status.
+wait_status() {
+        local s
+        for _ in $(seq 1 $((${3:-30} * 5))); do
+                s=$(call "$1" replication_status "{\"replication\": \"$uuid\"}") || fail "status on $1"
+                [ "$(jget "$2" <<<"$s")" = true ] && return 0
+                sleep 0.2
+        done
+        fail "status on $1 never satisfied $2: $s"
+}
+cycles() { call "$1" replication_status "{\"replication\": \"$uuid\"}" | jget 'd["cycles_total"]'; }
+# qemu_io URI DOMAIN COMMAND: a guest write through HMP qemu-io.
+qemu_io() {
+        local alias
+        alias=$(virsh -c "$1" dumpxml "$2" | py '
+import sys, xml.etree.ElementTree as ET
+print([d.find("alias").get("name") for d in ET.parse(sys.stdin).getroot().iter("disk")][0])')
+        virsh -c "$1" qemu-monitor-command "$2" --hmp \
+                "qemu-io -d /machine/peripheral/$alias/virtio-backend \"$3\"" >"$work/qio.out" ||
+                fail "qemu-io $3: $(cat "$work/qio.out")"
+        if grep -qi "error\|fail" "$work/qio.out"; then fail "qemu-io $3: $(cat "$work/qio.out")"; fi
+}
+same_as_source() {
+        local img
+        img=$(call b replication_status "{\"replication\": \"$uuid\"}" | jget 'd["last_point"]["images"][0]')
+        qemu-img compare -U -q "$disk" "$img" || fail "the target's point $img differs from $disk"
+}
+
+# ---- 1. replication from site A ----
+vm=$prefix-vm
+uuid=$(call a spawn "{\"spec\": {\"name\": \"$vm\", \"vcpus\": 1, \"memory_mb\": 128, \"disks\": [{\"size_gb\": 1}]}}" |
+        jget 'd["uuid"]') || fail "spawn $vm"
+wait_domstate "$vm" running
+disk=$work/a/instances/$uuid/disk0.qcow2
+qemu_io "$uri" "$vm" "write -P 0xa1 0 8M"
+enable="{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 600, \"quiesce\": \"off\"}"
+call a replication_enable "$enable" >/dev/null || fail "enable on site A"
+wait_status a 'd["cycles_total"] >= 1 and d["state"] != "syncing"'
+same_as_source
+points=$(call b replication_status "{\"replication\": \"$uuid\"}" | jget '[p["id"] for p in d["points"]]')
+log "1. site A replicates $vm ($uuid) to site B"
+
+# ---- 2. live migration to site C ----
+qemu_io "$uri" "$vm" "write -P 0xa2 100M 1M"
+virsh -c "$uri" migrate --live --persistent --undefinesource --unsafe "$vm" \
+        "qemu+unix:///system?socket=$work/libvirtd-c/run/libvirt-sock" >"$work/migrate.out" 2>&1 ||
+        fail "virsh migrate: $(cat "$work/migrate.out")"
+[ "$(virsh -c "$second_uri" domstate "$vm" 2>/dev/null | head -1)" = running ] || fail "$vm does not run on C"
+wait_status a 'd["state"] == "instance-migrated" and d["instance_presence"] == "migrated"'
+expect_error b PrimaryMigrated "$host_a" replication_failover "{\"replication\": \"$uuid\"}"
+log "2. migrated to site C: A says instance-migrated, B refuses a failover"
+
+# ---- 3. site C takes the replica over, A told at once ----
+call c replication_enable "$enable" >/dev/null || fail "enable on site C"
+wait_status a "d['state'] == 'replaced' and d['replaced_by'] == '$host_c'" 10
+grep -q "handed over from $host_a to $host_c" "$work/agent-b.log" || fail "the handover was not logged"
+wait_status c 'd["cycles_total"] >= 1 and d["state"] != "syncing"' 60
+s=$(call c replication_status "{\"replication\": \"$uuid\"}")
+[ "$(jget 'd["kind_last_cycle"]' <<<"$s")" = resync ] || fail "site C's first cycle: $s"
+shipped=$(jget 'd["bytes_last_cycle"]' <<<"$s")
+[ "$shipped" -le $((2 * 1024 * 1024)) ] || fail "site C's first cycle shipped $shipped bytes for 1 MiB changed"
+same_as_source
+s=$(call b replication_status "{\"replication\": \"$uuid\"}")
+[ "$(jget 'd["source_host"]' <<<"$s")" = "$host_c" ] || fail "the replica's source: $s"
+py 'import json,sys; old=json.loads(sys.argv[1]); new=[p["id"] for p in json.loads(sys.argv[2])["points"]]; sys.exit(0 if set(old) <= set(new) and len(new) == len(old) + 1 else 1)' \
+        "$points" "$s" || fail "points after the handover: before $points, now $s"
+log "3. site C took the replica over ($shipped bytes in a hash-compare cycle); A was told"
+
+# ---- 4. incremental on the migrated disk; no bitmap of A's left ----
+qemu_io "$second_uri" "$vm" "write -P 0xc1 200M 2M"
+n=$(cycles c)
+call c replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null || fail "sync_now on C"
+wait_status c "d['cycles_total'] > $n and d['state'] != 'syncing'" 60
+s=$(call c replication_status "{\"replication\": \"$uuid\"}")
+[ "$(jget 'd["kind_last_cycle"] + " " + str(d["bytes_last_cycle"])' <<<"$s")" = "incremental 2097152" ] ||
+        fail "site C's second cycle: $s"
+same_as_source
+cp=$(jget 'd["last_point"]["checkpoint"]' <<<"$s")
+# The running QEMU's bitmaps (the qcow2 header is only written at close).
+bitmaps=$(virsh -c "$second_uri" qemu-monitor-command "$vm" '{"execute": "query-named-block-nodes", "arguments": {"flat": true}}' |
+        jget '" ".join(sorted({b["name"] for n in d["return"] for b in n.get("dirty-bitmaps", [])}))')
+[ "$bitmaps" = "$cp" ] || fail "the disk's bitmaps are '$bitmaps'; only C's checkpoint $cp should be left"
+log "4. C's incremental cycle shipped 2 MiB; the disk holds only C's bitmap ($cp)"
+
+# ---- 5. the old source stands back ----
+expect_error a ReplicationReplaced "$host_c replicates" replication_sync_now "{\"replication\": \"$uuid\"}"
+call a replication_disable "{\"replication\": \"$uuid\"}" >"$work/d.json" || fail "disable on site A"
+[ "$(jget 'str(d["target_removed"]) + " " + d["target_source_host"]' <"$work/d.json")" = "False $host_c" ] ||
+        fail "disable on the replaced source: $(cat "$work/d.json")"
+[ "$(call b replication_status "{\"replication\": \"$uuid\"}" | jget 'd["source_host"]')" = "$host_c" ] ||
+        fail "the replica after A's disable"
+log "5. site A refuses to sync and its disable leaves C's replica"
+log "PASS"
