@@ -83,3 +83,58 @@ if grep -q __asan_init "$build/nestor-agent" 2>/dev/null; then
         tirpc=$(ldconfig -p | awk '/libtirpc\.so\.3 / && !f {print $NF; f = 1}')
         if [ -n "$tirpc" ]; then agent_env=(env "LD_PRELOAD=$tirpc"); fi
 fi
+
+# dump_agent_logs [LINES]: the last LINES (default 30) of each
+# $work/agent-*.log, each line prefixed with its file's name (for fail()).
+dump_agent_logs() {
+        local f
+        for f in "$work"/agent-*.log; do
+                [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -"${1:-30}" >&2
+        done
+        return 0
+}
+
+# remove_our_domains: every domain of $prefix on $uri destroyed and
+# undefined with its checkpoint, snapshot and NVRAM metadata.
+remove_our_domains() {
+        local d
+        for d in $(our_domains); do
+                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
+                virsh -c "$uri" undefine --checkpoints-metadata --snapshots-metadata --nvram "$d" \
+                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
+        done
+        return 0
+}
+
+# Tests with several agents ("sites" a, b, c, ...): site S runs with host
+# $host_S, configuration $work/S.conf and log $work/agent-S.log; its pid
+# goes to $pid_S.
+site_host() { local v="host_$1"; printf '%s\n' "${!v}"; }
+# site_call SITE METHOD JSON: the JSON result on stdout.
+site_call() { ctl_conf "$work/$1.conf" "$(site_host "$1")" --json call "$2" --args "$3"; }
+# site_expect_error SITE CLASS TEXT METHOD JSON: the call fails with CLASS
+# and a message containing TEXT.
+site_expect_error() {
+        if ctl_conf "$work/$1.conf" "$(site_host "$1")" call "$4" --args "$5" >/dev/null \
+                2>"$work/err"; then
+                fail "$4 $5 on $1 succeeded; expected $2"
+        fi
+        grep -q "$2" "$work/err" || fail "$4 $5 on $1: expected $2, got: $(cat "$work/err")"
+        grep -q -- "$3" "$work/err" || fail "$4 $5 on $1: message lacks '$3': $(cat "$work/err")"
+}
+# site_start SITE: starts its agent (appending to its log) and waits until
+# it answers replication_list.
+site_start() {
+        local logf=$work/agent-$1.log before pid
+        before=$(grep -c "serving compute" "$logf" 2>/dev/null) || before=0 # none yet, or no log
+        "${agent_env[@]}" "$build/nestor-agent" --config-file "$work/$1.conf" 2>>"$logf" &
+        pid=$!
+        printf -v "pid_$1" '%s' "$pid"
+        wait_agent "$pid" "$logf" "$before" "$work/$1.conf" "$(site_host "$1")" replication_list
+}
+# site_stop SITE: kill -9 of its agent.
+site_stop() {
+        local v="pid_$1"
+        stop_agent "${!v}"
+        printf -v "pid_$1" '%s' ""
+}

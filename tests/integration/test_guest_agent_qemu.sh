@@ -37,12 +37,7 @@ pid_b=
 log() { echo "test_guest_agent: $*" >&2; }
 fail() {
         echo "FAIL: $*" >&2
-        if [ -n "$work" ]; then
-                local f
-                for f in "$work"/agent-a.log "$work"/agent-b.log; do
-                        [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -30 >&2
-                done
-        fi
+        [ -n "$work" ] && dump_agent_logs 30
         exit 1
 }
 
@@ -65,12 +60,7 @@ cleanup() {
         set +e
         stop_agent "$pid_a"
         stop_agent "$pid_b"
-        local d
-        for d in $(our_domains); do
-                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
-                virsh -c "$uri" undefine --checkpoints-metadata --snapshots-metadata --nvram "$d" \
-                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
-        done
+        remove_our_domains
         virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1
         pkill -f "qemu-nbd.*$work" 2>/dev/null
         stop_started_daemons
@@ -118,17 +108,10 @@ EOF
 }
 write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a"
 write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b"
-call_a() { ctl_conf "$work/a.conf" "$host_a" --json call "$1" --args "$2"; }
-call_b() { ctl_conf "$work/b.conf" "$host_b" --json call "$1" --args "$2"; }
-start_agent() { # start_agent a|b
-        local conf=$work/$1.conf logf=$work/agent-$1.log h=$host_a
-        [ "$1" = b ] && h=$host_b
-        "${agent_env[@]}" "$build/nestor-agent" --config-file "$conf" 2>>"$logf" &
-        if [ "$1" = a ]; then pid_a=$!; else pid_b=$!; fi
-        wait_agent "$!" "$logf" 0 "$conf" "$h" replication_list
-}
-start_agent a
-start_agent b
+call_a() { site_call a "$@"; }
+call_b() { site_call b "$@"; }
+site_start a
+site_start b
 
 # ---- the guest, through its agent ----
 agent_cmd() { virsh -c "$uri" qemu-agent-command "$1" "$2" 2>"$work/agent.err"; }

@@ -42,12 +42,7 @@ second_uri=
 log() { echo "test_replication_migration: $*" >&2; }
 fail() {
         echo "FAIL: $*" >&2
-        if [ -n "$work" ]; then
-                local f
-                for f in "$work"/agent-a.log "$work"/agent-b.log "$work"/agent-c.log; do
-                        [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -25 >&2
-                done
-        fi
+        [ -n "$work" ] && dump_agent_logs 25
         exit 1
 }
 
@@ -74,12 +69,7 @@ cleanup() {
         stop_agent "$pid_b"
         stop_agent "$pid_c"
         [ -n "$work" ] && stop_second_libvirtd "$work/libvirtd-c"
-        local d
-        for d in $(our_domains); do
-                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
-                virsh -c "$uri" undefine --checkpoints-metadata --snapshots-metadata --nvram "$d" \
-                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
-        done
+        remove_our_domains
         pkill -f "qemu-nbd.*$work" 2>/dev/null
         stop_started_daemons
         [ -n "$work" ] && rm -rf "$work"
@@ -119,34 +109,11 @@ EOF
 write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a" "$uri"
 write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b" "$uri"
 write_conf "$work/c.conf" "$host_c" "$work/c" "$port_c" "$second_uri"
-call() { # call a|b|c METHOD JSON
-        local h=$host_a
-        [ "$1" = b ] && h=$host_b
-        [ "$1" = c ] && h=$host_c
-        ctl_conf "$work/$1.conf" "$h" --json call "$2" --args "$3"
-}
-expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
-        local h=$host_a
-        [ "$1" = b ] && h=$host_b
-        [ "$1" = c ] && h=$host_c
-        if ctl_conf "$work/$1.conf" "$h" call "$4" --args "$5" >/dev/null 2>"$work/err"; then
-                fail "$4 on $1 succeeded; expected $2"
-        fi
-        grep -q "$2" "$work/err" || fail "$4 on $1: expected $2, got: $(cat "$work/err")"
-        grep -q -- "$3" "$work/err" || fail "$4 on $1: message lacks '$3': $(cat "$work/err")"
-}
-start_agent() { # start_agent a|b|c
-        local h=$host_a pid
-        [ "$1" = b ] && h=$host_b
-        [ "$1" = c ] && h=$host_c
-        "${agent_env[@]}" "$build/nestor-agent" --config-file "$work/$1.conf" 2>>"$work/agent-$1.log" &
-        pid=$!
-        case $1 in a) pid_a=$pid ;; b) pid_b=$pid ;; c) pid_c=$pid ;; esac
-        wait_agent "$pid" "$work/agent-$1.log" 0 "$work/$1.conf" "$h" replication_list
-}
-start_agent a
-start_agent b
-start_agent c
+call() { site_call "$@"; }                 # SITE METHOD JSON
+expect_error() { site_expect_error "$@"; } # SITE CLASS TEXT METHOD JSON
+site_start a
+site_start b
+site_start c
 
 # wait_status SITE EXPR [SECONDS]: until EXPR holds on SITE's status.
 wait_status() {

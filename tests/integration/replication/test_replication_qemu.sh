@@ -63,12 +63,7 @@ notes_pid=
 log() { echo "test_replication: $*" >&2; }
 fail() {
         echo "FAIL: $*" >&2
-        if [ -n "$work" ]; then
-                local f
-                for f in "$work"/agent-a.log "$work"/agent-b.log "$work"/agent-c.log; do
-                        [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -40 >&2
-                done
-        fi
+        [ -n "$work" ] && dump_agent_logs 40
         exit 1
 }
 
@@ -95,12 +90,7 @@ cleanup() {
         stop_agent "$pid_b"
         stop_agent "$pid_c"
         [ -n "$notes_pid" ] && kill "$notes_pid" 2>/dev/null
-        local d
-        for d in $(our_domains); do
-                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
-                virsh -c "$uri" undefine --checkpoints-metadata --snapshots-metadata --nvram "$d" \
-                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
-        done
+        remove_our_domains
         virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1
         pkill -f "qemu-nbd.*$work" 2>/dev/null
         stop_started_daemons
@@ -158,30 +148,11 @@ EOF
 write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a"
 write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b"
 
-call_a() { ctl_conf "$work/a.conf" "$host_a" --json call "$1" --args "$2"; }
-call_b() { ctl_conf "$work/b.conf" "$host_b" --json call "$1" --args "$2"; }
-call_c() { ctl_conf "$work/c.conf" "$host_c" --json call "$1" --args "$2"; }
-expect_error() { # expect_error SITE CLASS TEXT METHOD JSON
-        local conf=$work/a.conf h=$host_a
-        [ "$1" = b ] && conf=$work/b.conf h=$host_b
-        [ "$1" = c ] && conf=$work/c.conf h=$host_c
-        if ctl_conf "$conf" "$h" call "$4" --args "$5" >/dev/null 2>"$work/err"; then
-                fail "$4 $5 succeeded; expected $2"
-        fi
-        grep -q "$2" "$work/err" || fail "$4 $5: expected $2, got: $(cat "$work/err")"
-        grep -q -- "$3" "$work/err" || fail "$4 $5: message lacks '$3': $(cat "$work/err")"
-}
-
-start_agent() { # start_agent a|b|c: sets pid_a / pid_b / pid_c
-        local conf=$work/$1.conf logf=$work/agent-$1.log h=$host_a before pid
-        [ "$1" = b ] && h=$host_b
-        [ "$1" = c ] && h=$host_c
-        before=$(grep -c "serving compute" "$logf" 2>/dev/null || true)
-        "${agent_env[@]}" "$build/nestor-agent" --config-file "$conf" 2>>"$logf" &
-        pid=$!
-        case $1 in a) pid_a=$pid ;; b) pid_b=$pid ;; c) pid_c=$pid ;; esac
-        wait_agent "$pid" "$logf" "$before" "$conf" "$h" replication_list
-}
+call_a() { site_call a "$@"; }
+call_b() { site_call b "$@"; }
+call_c() { site_call c "$@"; }
+expect_error() { site_expect_error "$@"; } # SITE CLASS TEXT METHOD JSON
+start_agent() { site_start "$1"; }         # sets pid_a / pid_b / pid_c
 start_agent a
 start_agent b
 
