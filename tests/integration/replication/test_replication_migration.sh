@@ -19,7 +19,9 @@
 #      (libvirt does not migrate checkpoint metadata; QEMU carries the
 #      bitmaps along);
 #   5. A refuses sync_now (ReplicationReplaced), and its disable leaves the
-#      replica C now owns.
+#      replica C now owns;
+#   6. migrated back to A and enabled there again: C steps back, A's first
+#      cycle is a hash compare of what changed, one bitmap is left.
 #
 # Needs root and unshare; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_migration.sh BUILD_DIR
@@ -207,4 +209,22 @@ call a replication_disable "{\"replication\": \"$uuid\"}" >"$work/d.json" || fai
 [ "$(call b replication_status "{\"replication\": \"$uuid\"}" | jget 'd["source_host"]')" = "$host_c" ] ||
         fail "the replica after A's disable"
 log "5. site A refuses to sync and its disable leaves C's replica"
+
+# ---- 6. back to site A, which takes the replica back ----
+qemu_io "$second_uri" "$vm" "write -P 0xa3 300M 1M"
+virsh -c "$second_uri" migrate --live --persistent --undefinesource --unsafe "$vm" "$uri" \
+        >"$work/migrate.out" 2>&1 || fail "virsh migrate back: $(cat "$work/migrate.out")"
+wait_status c 'd["state"] == "instance-migrated"'
+call a replication_enable "$enable" >/dev/null || fail "enable on site A again"
+wait_status c "d['state'] == 'replaced' and d['replaced_by'] == '$host_a'" 10
+wait_status a 'd["cycles_total"] >= 1 and d["state"] != "syncing"' 60
+s=$(call a replication_status "{\"replication\": \"$uuid\"}")
+[ "$(jget 'd["kind_last_cycle"]' <<<"$s")" = resync ] || fail "site A's first cycle back: $s"
+[ "$(jget 'd["bytes_last_cycle"]' <<<"$s")" -le $((2 * 1024 * 1024)) ] || fail "site A's first cycle back: $s"
+same_as_source
+cp=$(jget 'd["last_point"]["checkpoint"]' <<<"$s")
+bitmaps=$(virsh -c "$uri" qemu-monitor-command "$vm" '{"execute": "query-named-block-nodes", "arguments": {"flat": true}}' |
+        jget '" ".join(sorted({b["name"] for n in d["return"] for b in n.get("dirty-bitmaps", [])}))')
+[ "$bitmaps" = "$cp" ] || fail "back on A the disk's bitmaps are '$bitmaps'; only $cp should be left"
+log "6. migrated back: site A took the replica back, C stepped back, one bitmap left"
 log "PASS"
