@@ -11,7 +11,8 @@
 #
 # The guest's init loads the virtio modules, formats its second disk (vdb)
 # with ext2 the first time and mounts it on /data, and runs qemu-ga on the
-# org.qemu.guest_agent.0 port with a freeze hook. Lines that mark a step go
+# org.qemu.guest_agent.0 port with a freeze hook, which refuses to freeze
+# while /run/nestor-fail-freeze exists in the guest. Lines that mark a step go
 # to the first serial port and to /run/nestor-guest.log (read it through
 # the agent), each starting "nestor-guest:":
 #   nestor-guest: data ext4       /data is mounted
@@ -24,7 +25,9 @@
 set -euo pipefail
 
 out=${1:?usage: $0 OUTDIR}
-[ -s "$out/boot.img" ] && exit 0
+# An image built by another version of this script is built again.
+version=$(sha256sum "$0" | cut -c1-16)
+[ -s "$out/boot.img" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ] && exit 0
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -74,6 +77,9 @@ cat >"$root/etc/qemu/fsfreeze-hook" <<'HOOK'
 #!/bin/sh
 # qemu-ga runs this before freezing ("freeze") and after thawing ("thaw").
 echo "nestor-guest: fsfreeze $1" | tee -a /run/nestor-guest.log >/dev/ttyS0
+# A failing hook makes qemu-ga refuse the freeze (tests of that path).
+if [ "$1" = freeze ] && [ -e /run/nestor-fail-freeze ]; then exit 1; fi
+exit 0
 HOOK
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
@@ -137,4 +143,5 @@ mcopy -i "$work/boot.img" "$work/syslinux.cfg" "$work/vmlinuz" "$work/initrd.img
 mv "$work/initrd.img" "$out/initrd.img"
 mv "$work/vmlinuz" "$out/vmlinuz"
 mv "$work/boot.img" "$out/boot.img"
+echo "$version" >"$out/version"
 echo "guest-image: $out/boot.img (kernel $kver)" >&2

@@ -12,6 +12,10 @@
 #      image (the freeze flushed it: read back with debugfs);
 #   3. replication with quiesce "required": the same for each cycle; the
 #      target's point holds the file the guest wrote without sync;
+#  3b. a guest whose freeze hook fails: a required snapshot and a required
+#      cycle fail with QuiesceFailed and make nothing (no snapshot, no
+#      point), a preferred snapshot falls back to crash consistency with a
+#      note, and the guest is never left frozen; fixed, cycles go on;
 #   4. test failover on B: the isolated copy boots from the replica, its
 #      /data holds the file, and the guest itself sees its link down;
 #   5. failover once the primary is stopped: the recovered guest sees no
@@ -211,6 +215,41 @@ img=$(jget 'd["last_point"]["images"][1]' <<<"$status_b")
 [ "$(in_image "$img" repl-file)" = "$want" ] ||
         fail "the target's point lacks what the guest wrote before the freeze"
 log "3. quiesced cycles: frozen and thawed each time; the unsynced write is on the target"
+
+# ---- 3b. a freeze the guest refuses ----
+thawed() { [ "$(agent_cmd "$vm" '{"execute": "guest-fsfreeze-status"}' | jget 'd["return"]')" = thawed ]; }
+gexec "$vm" 'touch /run/nestor-fail-freeze' >/dev/null
+if call_a snapshot_create "{\"instance\": \"$uuid\", \"name\": \"q2\", \"quiesce\": \"required\"}" \
+        >/dev/null 2>"$work/err"; then
+        fail "a required snapshot succeeded although the guest refused to freeze"
+fi
+grep -q QuiesceFailed "$work/err" || fail "required snapshot, freeze refused: $(cat "$work/err")"
+[ "$(call_a snapshot_list "{\"instance\": \"$uuid\"}" | jget 'len(d)')" = 0 ] ||
+        fail "a failed quiesce left a snapshot"
+thawed || fail "the guest was left frozen after a refused snapshot freeze"
+call_a snapshot_create "{\"instance\": \"$uuid\", \"name\": \"q3\", \"quiesce\": \"preferred\"}" \
+        >"$work/snap.json" || fail "preferred snapshot"
+[ "$(jget 'd["consistency"]' <"$work/snap.json")" = crash ] && [ -n "$(jget 'd["quiesce_note"] or ""' <"$work/snap.json")" ] ||
+        fail "a preferred snapshot of a guest that refuses to freeze: $(cat "$work/snap.json")"
+call_a snapshot_delete "{\"instance\": \"$uuid\", \"name\": \"q3\"}" >/dev/null || fail "delete q3"
+points=$(call_b replication_status "{\"replication\": \"$uuid\"}" | jget '[p["id"] for p in d["points"]]')
+call_a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null || fail "sync_now"
+for _ in $(seq 1 300); do
+        s=$(status_a)
+        [ "$(jget '(d["last_error"] or {}).get("class")' <<<"$s")" = QuiesceFailed ] && break
+        sleep 0.2
+done
+[ "$(jget '(d["last_error"] or {}).get("class")' <<<"$s")" = QuiesceFailed ] ||
+        fail "a required cycle of a guest that refuses to freeze: $s"
+[ "$(call_b replication_status "{\"replication\": \"$uuid\"}" | jget '[p["id"] for p in d["points"]]')" = "$points" ] ||
+        fail "a cycle that could not quiesce changed the target's points"
+thawed || fail "the guest was left frozen after a refused cycle freeze"
+gexec "$vm" 'rm /run/nestor-fail-freeze' >/dev/null
+n=$(status_a | jget 'd["cycles_total"]')
+call_a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null || fail "sync_now"
+wait_cycles $((n + 1))
+[ "$(status_a | jget 'd["last_point"]["consistency"]')" = filesystem ] || fail "the cycle after the fix"
+log "3b. a refused freeze: QuiesceFailed, nothing made, the guest thawed; preferred falls back"
 
 # ---- 4. test failover: the copy boots from the replica, link down ----
 call_b replication_test_failover "{\"replication\": \"$uuid\"}" >"$work/tf.json" || fail "test failover"
