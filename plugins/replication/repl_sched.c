@@ -582,6 +582,16 @@ size_t nst_sched_take_due(struct nst_sched *s, int64_t now_ms, uint64_t *ids, si
         return n;
 }
 
+void nst_sched_cancelled(struct nst_sched *s, uint64_t id, int64_t now_ms) {
+        struct entry *e = table_find(s, id);
+        if (!e || !e->running)
+                return;
+        before_event(s, e, now_ms);
+        e->running = false;
+        s->running--;
+        after_event(s, e, now_ms);
+}
+
 void nst_sched_finished(struct nst_sched *s, uint64_t id, bool ok, int64_t point_ms,
                         int64_t duration_ms, uint64_t bytes, int64_t now_ms) {
         struct entry *e = table_find(s, id);

@@ -63,6 +63,9 @@ void nst_sched_hint_changed(struct nst_sched *s, uint64_t id, uint64_t bytes);
 /* Up to max ids whose cycle should start now (earliest deadline first);
  * they are marked running. Returns how many. */
 size_t nst_sched_take_due(struct nst_sched *s, int64_t now_ms, uint64_t *ids, size_t max);
+/* A cycle was abandoned on request (pause, disable): as if it had not
+ * run, neither a failure (no backoff) nor a cycle end (no minimum gap). */
+void nst_sched_cancelled(struct nst_sched *s, uint64_t id, int64_t now_ms);
 /* A cycle ended. ok: point_ms is the new point's time, bytes what it
  * shipped, duration_ms how long it ran. !ok: retried with backoff. */
 void nst_sched_finished(struct nst_sched *s, uint64_t id, bool ok, int64_t point_ms,

@@ -83,6 +83,11 @@ struct src_repl {
         /* runtime */
         uint64_t sched_id;
         bool running, removed, stale_checked, violation;
+        /* Set (under the lock) by pause and disable while a cycle runs: the
+         * cycle stops at its next extent, like a failed one on the target,
+         * without counting as a failure. Why, for its error. */
+        bool cancel;
+        const char *cancel_why;
         char phase[32];
         char cycle_kind[16];
         char last_kind[16];
@@ -130,6 +135,8 @@ struct repl_source {
  * changed since their committed checkpoint (it knows without reading any).
  * Bounded so that thousands of replications cost a few calls a second. */
 #define HINT_INTERVAL_MS 5000
+/* How long replication_disable waits for the cycle it cancels to end. */
+#define DISABLE_WAIT_S 30
 #define HINT_BATCH 16
 
 static const char *const quiesce_names[] = {"off", "preferred", "required"};
@@ -473,6 +480,23 @@ static bool retryable(const struct nst_error *e) {
         return e->code == -ETIMEDOUT || strcmp(e->cls, "ChannelError") == 0;
 }
 
+/* Asks the running cycle of r to stop (s->lock held). */
+static void cancel_cycle_locked(struct src_repl *r, const char *why) {
+        r->cancel_why = why;
+        __atomic_store_n(&r->cancel, true, __ATOMIC_RELEASE);
+}
+
+/* CycleCancelled once pause or disable asked the running cycle to stop. */
+static int check_cancel(struct cycle *c, struct nst_error *err) {
+        if (!__atomic_load_n(&c->r->cancel, __ATOMIC_ACQUIRE))
+                return 0;
+        pthread_mutex_lock(&c->s->lock);
+        const char *why = c->r->cancel_why;
+        pthread_mutex_unlock(&c->s->lock);
+        return nst_error_set(err, -ECANCELED, "CycleCancelled",
+                             "cycle of %s abandoned: the replication was %s", c->cfg.name, why);
+}
+
 /* Reads one frame; an ERROR frame from the peer becomes err. */
 static int recv_expect(struct cycle *c, uint8_t type, json_object **ret_json,
                        struct nst_error *err) {
@@ -573,8 +597,11 @@ static int on_extent(void *ud, const struct nst_src_extent *e, const void *data,
                      uint64_t digest) {
         struct stream_ctx *x = ud;
         struct cycle *c = x->c;
-        int r = data ? send_data(c, e->offset, data, (uint32_t)e->length, digest, x->err)
-                     : send_zero(c, e->offset, e->length, x->err);
+        int r = check_cancel(c, x->err);
+        if (r < 0)
+                return r;
+        r = data ? send_data(c, e->offset, data, (uint32_t)e->length, digest, x->err)
+                 : send_zero(c, e->offset, e->length, x->err);
         if (r < 0)
                 return r;
         if (data) {
@@ -615,11 +642,14 @@ static int ship_disk_by_hash(struct cycle *c, uint64_t from, struct nst_error *e
         for (uint64_t first = from / HASH_BLOCK; first < nblocks; first += HASH_BATCH_BLOCKS) {
                 uint32_t count = (uint32_t)(nblocks - first < HASH_BATCH_BLOCKS ? nblocks - first
                                                                                  : HASH_BATCH_BLOCKS);
+                int r = check_cancel(c, err);
+                if (r < 0)
+                        return r;
                 json_object *req = json_object_new_object();
                 json_object_object_add(req, "disk", json_object_new_int(c->disk));
                 json_object_object_add(req, "first", json_object_new_int64((int64_t)first));
                 json_object_object_add(req, "count", json_object_new_int64(count));
-                int r = nst_rc_send_json(c->ch, NST_RW_HASH_REQ, req, err);
+                r = nst_rc_send_json(c->ch, NST_RW_HASH_REQ, req, err);
                 json_object_put(req);
                 if (r < 0 || (r = recv_expect(c, NST_RW_HASHES, NULL, err)) < 0)
                         return r;
@@ -826,6 +856,14 @@ static int transfer(struct cycle *c, const struct early_hello *early, uint64_t *
                 c->t_shipped = repl_mono_ms();
                 if (r >= 0)
                         r = commit(c, ret_point, err);
+                if (r < 0 && err->code == -ECANCELED && c->ch) {
+                        /* The target keeps its last point and logs why. */
+                        json_object *o = json_object_new_object();
+                        json_object_object_add(o, "class", json_object_new_string(err->cls));
+                        json_object_object_add(o, "message", json_object_new_string(err->message));
+                        nst_rc_send_json(c->ch, NST_RW_ERROR, o, NULL);
+                        json_object_put(o);
+                }
                 close_channel(c);
                 if (r >= 0)
                         return 0;
@@ -1089,8 +1127,10 @@ static void cycle_free(struct cycle *c) {
 }
 
 /* Runs one cycle of r (which is marked running: its record stays). */
-static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_point_ms,
-                      uint64_t *ret_bytes) {
+enum cycle_outcome { CYCLE_COMMITTED, CYCLE_FAILED, CYCLE_CANCELLED };
+
+static enum cycle_outcome run_cycle(struct repl_source *s, struct src_repl *r,
+                                    int64_t *ret_point_ms, uint64_t *ret_bytes) {
         struct cycle c = {.s = s, .r = r};
         pthread_mutex_lock(&s->lock);
         c.cfg = *r;
@@ -1117,17 +1157,20 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
         }
         t_begun = repl_mono_ms();
         if (rc >= 0)
+                rc = check_cancel(&c, &err);
+        if (rc >= 0)
                 rc = transfer(&c, &early, &point_id, &err);
         t_transferred = repl_mono_ms();
         cycle_end_job(&c, rc >= 0);
         t_ended = repl_mono_ms();
         json_object_put(start_data);
         int64_t duration = repl_mono_ms() - t0;
+        bool cancelled = rc < 0 && err.code == -ECANCELED;
 
         pthread_mutex_lock(&s->lock);
         r->last_duration_ms = duration;
         r->last_end_ms = repl_now_ms();
-        snprintf(r->phase, sizeof(r->phase), "%s", rc >= 0 ? "idle" : "error");
+        snprintf(r->phase, sizeof(r->phase), "%s", rc >= 0 || cancelled ? "idle" : "error");
         if (rc >= 0) {
                 snprintf(r->last_checkpoint, sizeof(r->last_checkpoint), "%s", c.new_cp);
                 r->last_point_ms = c.point_ms;
@@ -1148,6 +1191,8 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
                 r->failures = 0;
                 nst_error_clear(&r->last_error);
                 record_save_logged_locked(s, r);
+        } else if (cancelled) {
+                r->verified_dom_id = NO_DOM_ID;
         } else {
                 r->verified_dom_id = NO_DOM_ID; /* the next cycle checks in full */
                 r->failures++;
@@ -1184,6 +1229,11 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
                          (long long)(t_transferred - c.t_shipped),
                          (long long)(t_ended - t_transferred));
                 repl_notify(s->p, "replication.sync.end", d, NULL);
+        } else if (cancelled) {
+                log_info("replication %s: %s after %lld ms; the target keeps point %llu",
+                         c.cfg.id, err.message, (long long)duration,
+                         (unsigned long long)c.cfg.last_point_id);
+                repl_notify(s->p, "replication.sync.error", d, &err);
         } else {
                 log_error("replication %s (%s): cycle failed: %s: %s", c.cfg.id, c.cfg.name,
                           err.cls, err.message);
@@ -1197,7 +1247,7 @@ static bool run_cycle(struct repl_source *s, struct src_repl *r, int64_t *ret_po
         cycle_free(&c);
         *ret_point_ms = c.point_ms;
         *ret_bytes = c.shipped;
-        return rc >= 0;
+        return rc >= 0 ? CYCLE_COMMITTED : cancelled ? CYCLE_CANCELLED : CYCLE_FAILED;
 }
 
 /* ---- threads ---- */
@@ -1220,11 +1270,15 @@ static void *runner_main(void *arg) {
                 pthread_mutex_unlock(&s->lock);
                 int64_t t0 = repl_now_ms(), point_ms = 0;
                 uint64_t bytes = 0;
-                bool ok = run_cycle(s, r, &point_ms, &bytes);
+                enum cycle_outcome out = run_cycle(s, r, &point_ms, &bytes);
                 pthread_mutex_lock(&s->lock);
                 r->running = false;
-                nst_sched_finished(s->sched, id, ok, point_ms, repl_now_ms() - t0, bytes,
-                                   repl_now_ms());
+                __atomic_store_n(&r->cancel, false, __ATOMIC_RELEASE);
+                if (out == CYCLE_CANCELLED)
+                        nst_sched_cancelled(s->sched, id, repl_now_ms());
+                else
+                        nst_sched_finished(s->sched, id, out == CYCLE_COMMITTED, point_ms,
+                                           repl_now_ms() - t0, bytes, repl_now_ms());
                 if (r->removed)
                         drop_locked(s, r);
                 pthread_cond_broadcast(&s->wake);
@@ -2061,6 +2115,8 @@ static int m_pause_resume(struct repl_source *s, json_object *args, bool pause,
         if (rc >= 0 && r->paused != pause) {
                 r->paused = pause;
                 nst_sched_set_paused(s->sched, r->sched_id, pause, repl_now_ms());
+                if (pause && r->running)
+                        cancel_cycle_locked(r, "paused");
                 if ((rc = record_save_locked(s, r, err)) < 0) {
                         r->paused = !pause;
                         nst_sched_set_paused(s->sched, r->sched_id, !pause, repl_now_ms());
@@ -2134,10 +2190,22 @@ static int m_disable(struct nst_call *call, json_object *args, void *ud, json_ob
                 d = event_data(r, p->host_name);
                 migrated = r->presence == REPL_PRESENCE_MIGRATED;
                 nst_sched_remove(s->sched, r->sched_id);
-                r->removed = true; /* a running cycle finishes, then frees it */
-                running = r->running;
-                if (!running)
+                r->removed = true; /* a running cycle stops, then frees it */
+                if (r->running) {
+                        /* It stops at its next extent; wait (bounded) so that
+                         * its checkpoint and the replica are no longer in use. */
+                        uint64_t sid = r->sched_id;
+                        cancel_cycle_locked(r, "disabled");
+                        struct timespec ts;
+                        clock_gettime(CLOCK_REALTIME, &ts);
+                        ts.tv_sec += DISABLE_WAIT_S;
+                        while (find_sched_locked(s, sid) &&
+                               pthread_cond_timedwait(&s->wake, &s->lock, &ts) != ETIMEDOUT)
+                                ;
+                        running = find_sched_locked(s, sid) != NULL; /* else freed */
+                } else {
                         drop_locked(s, r);
+                }
         }
         pthread_mutex_unlock(&s->lock);
         if (rc < 0)

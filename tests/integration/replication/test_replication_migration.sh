@@ -7,6 +7,10 @@
 # TCG (migratable everywhere); their writes are HMP qemu-io.
 #
 #   1. A replicates the instance to B; the point equals the disk;
+#  1b. a long cycle (bandwidth-limited) would hold the domain's job and
+#      keep a migration out: replication_pause abandons it at once (no job
+#      left, not a failure, the target's points unchanged and its log says
+#      why); resumed, the next cycle commits;
 #   2. `virsh migrate --live --persistent --undefinesource` to C: A's status
 #      says instance-migrated from libvirt's events alone, and B refuses a
 #      failover with PrimaryMigrated (A says the instance may run elsewhere);
@@ -21,7 +25,9 @@
 #   5. A refuses sync_now (ReplicationReplaced), and its disable leaves the
 #      replica C now owns;
 #   6. migrated back to A and enabled there again: C steps back, A's first
-#      cycle is a hash compare of what changed, one bitmap is left.
+#      cycle is a hash compare of what changed, one bitmap is left;
+#   7. disable while a slow cycle runs: the cycle stops, the replica and
+#      the checkpoints go, no job is left.
 #
 # Needs root and unshare; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_migration.sh BUILD_DIR
@@ -139,8 +145,12 @@ print([d.find("alias").get("name") for d in ET.parse(sys.stdin).getroot().iter("
                 fail "qemu-io $3: $(cat "$work/qio.out")"
         if grep -qi "error\|fail" "$work/qio.out"; then fail "qemu-io $3: $(cat "$work/qio.out")"; fi
 }
+# same_as_source: the target's newest point equals the disk. QEMU keeps
+# the qcow2's new cluster mappings in memory until a flush: flush first, or
+# qemu-img may read the live image without the latest writes.
 same_as_source() {
         local img
+        qemu_io "$vm_uri" "$vm" flush
         img=$(call b replication_status "{\"replication\": \"$uuid\"}" | jget 'd["last_point"]["images"][0]')
         qemu-img compare -U -q "$disk" "$img" || fail "the target's point $img differs from $disk"
 }
@@ -150,6 +160,7 @@ vm=$prefix-vm
 uuid=$(call a spawn "{\"spec\": {\"name\": \"$vm\", \"vcpus\": 1, \"memory_mb\": 128, \"disks\": [{\"size_gb\": 1}]}}" |
         jget 'd["uuid"]') || fail "spawn $vm"
 wait_domstate "$vm" running
+vm_uri=$uri # where the instance runs
 disk=$work/a/instances/$uuid/disk0.qcow2
 qemu_io "$uri" "$vm" "write -P 0xa1 0 8M"
 enable="{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 600, \"quiesce\": \"off\"}"
@@ -159,12 +170,41 @@ same_as_source
 points=$(call b replication_status "{\"replication\": \"$uuid\"}" | jget '[p["id"] for p in d["points"]]')
 log "1. site A replicates $vm ($uuid) to site B"
 
+# ---- 1b. a long cycle is in the way of a migration: pause abandons it ----
+# (libvirt refuses to migrate while the backup job holds the domain.)
+call a replication_update "{\"replication\": \"$uuid\", \"bandwidth_limit\": 8}" >/dev/null ||
+        fail "bandwidth limit"
+qemu_io "$uri" "$vm" "write -P 0xb1 400M 16M" # 16 s at 8 Mbit/s
+call a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null || fail "sync_now"
+wait_status a '(d.get("progress") or {}).get("bytes_done", 0) > 0' 30
+t0=$(date +%s%N)
+call a replication_pause "{\"replication\": \"$uuid\"}" >/dev/null || fail "pause"
+wait_status a 'd["state"] == "paused" and not d.get("progress")' 10
+[ "$(virsh -c "$uri" domjobinfo "$vm" | awk '/Job type/ {print $3}')" = None ] ||
+        fail "a job is left on $vm after the pause: $(virsh -c "$uri" domjobinfo "$vm")"
+log "1b. pause abandoned the running cycle in $((($(date +%s%N) - t0) / 1000000)) ms"
+s=$(call a replication_status "{\"replication\": \"$uuid\"}")
+[ "$(jget 'd["cycles_total"]' <<<"$s") $(jget 'd["last_error"]' <<<"$s")" = "1 null" ] ||
+        fail "a cancelled cycle counted or failed: $s"
+[ "$(call b replication_status "{\"replication\": \"$uuid\"}" | jget '[p["id"] for p in d["points"]]')" = "$points" ] ||
+        fail "a cancelled cycle changed the target's points"
+grep -q "the source abandoned the cycle: .*the replication was paused" "$work/agent-b.log" ||
+        fail "the target did not log why the cycle was abandoned"
+call a replication_update "{\"replication\": \"$uuid\", \"bandwidth_limit\": 0}" >/dev/null ||
+        fail "bandwidth limit off"
+call a replication_resume "{\"replication\": \"$uuid\"}" >/dev/null || fail "resume"
+call a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null || fail "sync_now after resume"
+wait_status a 'd["cycles_total"] >= 2 and d["state"] != "syncing"' 30
+same_as_source
+points=$(call b replication_status "{\"replication\": \"$uuid\"}" | jget '[p["id"] for p in d["points"]]')
+
 # ---- 2. live migration to site C ----
 qemu_io "$uri" "$vm" "write -P 0xa2 100M 1M"
 virsh -c "$uri" migrate --live --persistent --undefinesource --unsafe "$vm" \
         "qemu+unix:///system?socket=$work/libvirtd-c/run/libvirt-sock" >"$work/migrate.out" 2>&1 ||
         fail "virsh migrate: $(cat "$work/migrate.out")"
 [ "$(virsh -c "$second_uri" domstate "$vm" 2>/dev/null | head -1)" = running ] || fail "$vm does not run on C"
+vm_uri=$second_uri
 wait_status a 'd["state"] == "instance-migrated" and d["instance_presence"] == "migrated"'
 expect_error b PrimaryMigrated "$host_a" replication_failover "{\"replication\": \"$uuid\"}"
 log "2. migrated to site C: A says instance-migrated, B refuses a failover"
@@ -214,6 +254,7 @@ log "5. site A refuses to sync and its disable leaves C's replica"
 qemu_io "$second_uri" "$vm" "write -P 0xa3 300M 1M"
 virsh -c "$second_uri" migrate --live --persistent --undefinesource --unsafe "$vm" "$uri" \
         >"$work/migrate.out" 2>&1 || fail "virsh migrate back: $(cat "$work/migrate.out")"
+vm_uri=$uri
 wait_status c 'd["state"] == "instance-migrated"'
 call a replication_enable "$enable" >/dev/null || fail "enable on site A again"
 wait_status c "d['state'] == 'replaced' and d['replaced_by'] == '$host_a'" 10
@@ -227,4 +268,22 @@ bitmaps=$(virsh -c "$uri" qemu-monitor-command "$vm" '{"execute": "query-named-b
         jget '" ".join(sorted({b["name"] for n in d["return"] for b in n.get("dirty-bitmaps", [])}))')
 [ "$bitmaps" = "$cp" ] || fail "back on A the disk's bitmaps are '$bitmaps'; only $cp should be left"
 log "6. migrated back: site A took the replica back, C stepped back, one bitmap left"
+
+# ---- 7. disable while a (slow) cycle runs ----
+call a replication_update "{\"replication\": \"$uuid\", \"bandwidth_limit\": 8}" >/dev/null ||
+        fail "bandwidth limit"
+qemu_io "$uri" "$vm" "write -P 0xb2 500M 16M"
+call a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null || fail "sync_now"
+wait_status a '(d.get("progress") or {}).get("bytes_done", 0) > 0' 30
+t0=$(date +%s%N)
+call a replication_disable "{\"replication\": \"$uuid\"}" >"$work/d.json" || fail "disable during a cycle"
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ "$ms" -lt 5000 ] || fail "disable waited $ms ms for the cycle"
+[ "$(jget 'd["target_removed"]' <"$work/d.json")" = true ] ||
+        fail "disable during a cycle left the replica: $(cat "$work/d.json")"
+[ "$(virsh -c "$uri" domjobinfo "$vm" | awk '/Job type/ {print $3}')" = None ] ||
+        fail "a job is left on $vm after the disable"
+[ -z "$(virsh -c "$uri" checkpoint-list --name "$vm" | grep -v '^$' || true)" ] ||
+        fail "checkpoints left after the disable: $(virsh -c "$uri" checkpoint-list --name "$vm")"
+log "7. disable during a cycle: done in $ms ms, the replica removed, no job or checkpoint left"
 log "PASS"

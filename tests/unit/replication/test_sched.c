@@ -305,6 +305,30 @@ static void test_pause_resume(void **state) {
         nst_sched_free(s);
 }
 
+/* A cycle abandoned by a pause: no backoff and no minimum gap after the
+ * resume; a failure, by contrast, backs off. */
+static void test_cancelled_is_no_failure(void **state) {
+        struct nst_sched *s = new_default();
+        assert_int_equal(nst_sched_add(s, 1, HOUR, 0, T0), 0);
+        take_one(s, T0, 1);
+        nst_sched_set_paused(s, 1, true, T0 + SEC);
+        nst_sched_cancelled(s, 1, T0 + SEC);
+        struct nst_sched_info i = info_of(s, 1);
+        assert_false(i.running);
+        assert_int_equal(i.failures, 0);
+        assert_nothing_due(s, T0 + HOUR);
+        nst_sched_set_paused(s, 1, false, T0 + 2 * SEC);
+        take_one(s, T0 + 2 * SEC, 1); /* still no point: due at once */
+        nst_sched_cancelled(s, 1, T0 + 3 * SEC);
+        take_one(s, T0 + 3 * SEC, 1);
+        nst_sched_finished(s, 1, false, 0, 0, 0, T0 + 4 * SEC);
+        assert_int_equal(info_of(s, 1).failures, 1);
+        assert_nothing_due(s, T0 + 4 * SEC + 29 * SEC);
+        nst_sched_cancelled(s, 1, T0 + 5 * SEC); /* not running: ignored */
+        assert_int_equal(info_of(s, 1).failures, 1);
+        nst_sched_free(s);
+}
+
 static void test_request_now(void **state) {
         struct nst_sched_config c;
         nst_sched_config_default(&c);
@@ -898,6 +922,7 @@ int main(void) {
                 cmocka_unit_test(test_min_gap),
                 cmocka_unit_test(test_min_gap_capped_by_rpo),
                 cmocka_unit_test(test_pause_resume),
+                cmocka_unit_test(test_cancelled_is_no_failure),
                 cmocka_unit_test(test_request_now),
                 cmocka_unit_test(test_failure_backoff_doubles_and_caps),
                 cmocka_unit_test(test_failure_retry_not_after_normal_due),
