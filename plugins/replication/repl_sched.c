@@ -582,25 +582,30 @@ size_t nst_sched_take_due(struct nst_sched *s, int64_t now_ms, uint64_t *ids, si
         return n;
 }
 
-void nst_sched_cancelled(struct nst_sched *s, uint64_t id, int64_t now_ms) {
+/* The entry whose cycle ends, no longer running; NULL when none runs (a
+ * cycle of an entry that was removed and added again). The caller ends
+ * with after_event(). */
+static struct entry *cycle_ends(struct nst_sched *s, uint64_t id, int64_t now_ms) {
         struct entry *e = table_find(s, id);
         if (!e || !e->running)
-                return;
+                return NULL;
         before_event(s, e, now_ms);
         e->running = false;
         s->running--;
-        after_event(s, e, now_ms);
+        return e;
+}
+
+void nst_sched_cancelled(struct nst_sched *s, uint64_t id, int64_t now_ms) {
+        struct entry *e = cycle_ends(s, id, now_ms);
+        if (e)
+                after_event(s, e, now_ms);
 }
 
 void nst_sched_finished(struct nst_sched *s, uint64_t id, bool ok, int64_t point_ms,
                         int64_t duration_ms, uint64_t bytes, int64_t now_ms) {
-        struct entry *e = table_find(s, id);
-        /* Not running: a cycle of an entry that was removed and added again. */
-        if (!e || !e->running)
+        struct entry *e = cycle_ends(s, id, now_ms);
+        if (!e)
                 return;
-        before_event(s, e, now_ms);
-        e->running = false;
-        s->running--;
         e->last_end_ms = now_ms;
         if (ok) {
                 if (point_ms > e->last_point_ms)

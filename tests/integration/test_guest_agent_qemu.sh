@@ -150,6 +150,13 @@ gexec() {
 freezes() { gexec "$1" 'grep -c "fsfreeze freeze" /run/nestor-guest.log || true'; }
 thaws() { gexec "$1" 'grep -c "fsfreeze thaw" /run/nestor-guest.log || true'; }
 carrier() { gexec "$1" 'cat /sys/class/net/eth0/carrier'; }
+# boots_from_replica DOMAIN: it boots, its /data holds what the guest wrote
+# last, and it sees no carrier (its NIC's link is down).
+boots_from_replica() {
+        wait_guest "$1"
+        [ "$(gexec "$1" 'cat /data/repl-file')" = "$want" ] || fail "$1: /data differs"
+        [ "$(carrier "$1")" = 0 ] || fail "$1: the guest sees a carrier"
+}
 # in_image IMAGE FILE: FILE's content in the guest's ext2 /data disk image.
 in_image() {
         rm -f "$work/img.raw"
@@ -254,9 +261,7 @@ log "3b. a refused freeze: QuiesceFailed, nothing made, the guest thawed; prefer
 # ---- 4. test failover: the copy boots from the replica, link down ----
 call_b replication_test_failover "{\"replication\": \"$uuid\"}" >"$work/tf.json" || fail "test failover"
 tvm=$(jget 'd["domain_name"]' <"$work/tf.json")
-wait_guest "$tvm"
-[ "$(gexec "$tvm" 'cat /data/repl-file')" = "$want" ] || fail "the test copy's /data differs"
-[ "$(carrier "$tvm")" = 0 ] || fail "the test copy's guest sees a carrier"
+boots_from_replica "$tvm"
 call_b replication_test_cleanup "{\"replication\": \"$uuid\"}" >/dev/null || fail "test cleanup"
 log "4. test failover: $tvm booted from the replica, /data intact, no carrier"
 
@@ -264,9 +269,7 @@ log "4. test failover: $tvm booted from the replica, /data intact, no carrier"
 virsh -c "$uri" destroy "$vm" >/dev/null || fail "stop the primary"
 call_b replication_failover "{\"replication\": \"$uuid\"}" >"$work/f.json" || fail "failover"
 rvm=$(jget 'd["domain_name"]' <"$work/f.json")
-wait_guest "$rvm"
-[ "$(gexec "$rvm" 'cat /data/repl-file')" = "$want" ] || fail "the recovered /data differs"
-[ "$(carrier "$rvm")" = 0 ] || fail "the recovered guest sees a carrier before connect_network"
+boots_from_replica "$rvm"
 call_b replication_connect_network "{\"replication\": \"$uuid\"}" >/dev/null || fail "connect network"
 [ "$(carrier "$rvm")" = 1 ] || fail "the recovered guest sees no carrier after connect_network"
 log "5. failover: $rvm booted, no carrier until connect_network, then a carrier"

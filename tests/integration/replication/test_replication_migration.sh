@@ -155,6 +155,14 @@ same_as_source() {
         qemu-img compare -U -q "$disk" "$img" || fail "the target's point $img differs from $disk"
 }
 
+# live_bitmaps: the dirty bitmaps of the instance's running QEMU, sorted
+# (the qcow2 header only has them once QEMU closes the image).
+live_bitmaps() {
+        virsh -c "$vm_uri" qemu-monitor-command "$vm" \
+                '{"execute": "query-named-block-nodes", "arguments": {"flat": true}}' |
+                jget '" ".join(sorted({b["name"] for n in d["return"] for b in n.get("dirty-bitmaps", [])}))'
+}
+
 # ---- 1. replication from site A ----
 vm=$prefix-vm
 uuid=$(call a spawn "{\"spec\": {\"name\": \"$vm\", \"vcpus\": 1, \"memory_mb\": 128, \"disks\": [{\"size_gb\": 1}]}}" |
@@ -235,9 +243,7 @@ s=$(call c replication_status "{\"replication\": \"$uuid\"}")
         fail "site C's second cycle: $s"
 same_as_source
 cp=$(jget 'd["last_point"]["checkpoint"]' <<<"$s")
-# The running QEMU's bitmaps (the qcow2 header is only written at close).
-bitmaps=$(virsh -c "$second_uri" qemu-monitor-command "$vm" '{"execute": "query-named-block-nodes", "arguments": {"flat": true}}' |
-        jget '" ".join(sorted({b["name"] for n in d["return"] for b in n.get("dirty-bitmaps", [])}))')
+bitmaps=$(live_bitmaps)
 [ "$bitmaps" = "$cp" ] || fail "the disk's bitmaps are '$bitmaps'; only C's checkpoint $cp should be left"
 log "4. C's incremental cycle shipped 2 MiB; the disk holds only C's bitmap ($cp)"
 
@@ -264,8 +270,7 @@ s=$(call a replication_status "{\"replication\": \"$uuid\"}")
 [ "$(jget 'd["bytes_last_cycle"]' <<<"$s")" -le $((2 * 1024 * 1024)) ] || fail "site A's first cycle back: $s"
 same_as_source
 cp=$(jget 'd["last_point"]["checkpoint"]' <<<"$s")
-bitmaps=$(virsh -c "$uri" qemu-monitor-command "$vm" '{"execute": "query-named-block-nodes", "arguments": {"flat": true}}' |
-        jget '" ".join(sorted({b["name"] for n in d["return"] for b in n.get("dirty-bitmaps", [])}))')
+bitmaps=$(live_bitmaps)
 [ "$bitmaps" = "$cp" ] || fail "back on A the disk's bitmaps are '$bitmaps'; only $cp should be left"
 log "6. migrated back: site A took the replica back, C stepped back, one bitmap left"
 
