@@ -135,9 +135,10 @@ struct repl_source {
  * changed since their committed checkpoint (it knows without reading any).
  * Bounded so that thousands of replications cost a few calls a second. */
 #define HINT_INTERVAL_MS 5000
+#define HINT_BATCH 16
+
 /* How long replication_disable waits for the cycle it cancels to end. */
 #define DISABLE_WAIT_S 30
-#define HINT_BATCH 16
 
 static const char *const quiesce_names[] = {"off", "preferred", "required"};
 
@@ -2115,11 +2116,11 @@ static int m_pause_resume(struct repl_source *s, json_object *args, bool pause,
         if (rc >= 0 && r->paused != pause) {
                 r->paused = pause;
                 nst_sched_set_paused(s->sched, r->sched_id, pause, repl_now_ms());
-                if (pause && r->running)
-                        cancel_cycle_locked(r, "paused");
                 if ((rc = record_save_locked(s, r, err)) < 0) {
                         r->paused = !pause;
                         nst_sched_set_paused(s->sched, r->sched_id, !pause, repl_now_ms());
+                } else if (pause && r->running) {
+                        cancel_cycle_locked(r, "paused");
                 }
                 pthread_cond_broadcast(&s->wake);
         }
