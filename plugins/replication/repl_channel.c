@@ -1038,6 +1038,14 @@ static bool is_json_type(uint8_t type) {
         }
 }
 
+void nst_rc_send_error(struct nst_rc_conn *c, const struct nst_error *e) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "class", json_object_new_string(e->cls[0] ? e->cls : "Error"));
+        json_object_object_add(o, "message", json_object_new_string(e->message));
+        nst_rc_send_json(c, NST_RW_ERROR, o, NULL);
+        json_object_put(o);
+}
+
 int nst_rc_send_json(struct nst_rc_conn *c, uint8_t type, json_object *obj,
                      struct nst_error *err) {
         const char *text;

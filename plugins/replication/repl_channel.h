@@ -91,6 +91,9 @@ void nst_rc_set_timeout(struct nst_rc_conn *c, int timeout_ms);
  * as its payload. ChannelError on a broken connection, -ETIMEDOUT. */
 int nst_rc_send(struct nst_rc_conn *c, uint8_t type, uint8_t flags, const void *part1,
                 size_t n1, const void *part2, size_t n2, struct nst_error *err);
+/* An ERROR frame, {"class", "message"} of e, best effort: the connection
+ * is closed next anyway. */
+void nst_rc_send_error(struct nst_rc_conn *c, const struct nst_error *e);
 /* A control frame with a JSON object payload. */
 int nst_rc_send_json(struct nst_rc_conn *c, uint8_t type, json_object *obj,
                      struct nst_error *err);

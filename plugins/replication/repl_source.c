@@ -657,7 +657,6 @@ static int delete_checkpoint(virDomainPtr dom, const char *name, struct nst_erro
         return 0;
 }
 
-/* Ends whatever the job holds; the first failure is reported. */
 /* virDomainAbortJob returns before libvirt has seen the backup's block
  * jobs end; until it has, the domain still has a job and the next backup
  * would be refused. Waits for that, a few milliseconds, at most 5 s. */
@@ -671,6 +670,7 @@ static void wait_job_gone(virDomainPtr dom) {
         }
 }
 
+/* Ends whatever the job holds; the first failure is reported. */
 static int job_teardown(struct nst_src_job *j, bool success, struct nst_error *err) {
         int r = 0;
         for (size_t i = 0; i < j->n; i++) {

@@ -857,14 +857,9 @@ static int transfer(struct cycle *c, const struct early_hello *early, uint64_t *
                 c->t_shipped = repl_mono_ms();
                 if (r >= 0)
                         r = commit(c, ret_point, err);
-                if (r < 0 && err->code == -ECANCELED && c->ch) {
-                        /* The target keeps its last point and logs why. */
-                        json_object *o = json_object_new_object();
-                        json_object_object_add(o, "class", json_object_new_string(err->cls));
-                        json_object_object_add(o, "message", json_object_new_string(err->message));
-                        nst_rc_send_json(c->ch, NST_RW_ERROR, o, NULL);
-                        json_object_put(o);
-                }
+                /* The target keeps its last point and logs why. */
+                if (r < 0 && err->code == -ECANCELED && c->ch)
+                        nst_rc_send_error(c->ch, err);
                 close_channel(c);
                 if (r >= 0)
                         return 0;

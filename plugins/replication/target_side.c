@@ -177,14 +177,6 @@ struct session {
         struct nst_rw_digester *digester; /* made at the first DATA */
 };
 
-static void send_error(struct session *s, const struct nst_error *e) {
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "class", json_object_new_string(e->cls[0] ? e->cls : "Error"));
-        json_object_object_add(o, "message", json_object_new_string(e->message));
-        nst_rc_send_json(s->ch, NST_RW_ERROR, o, NULL);
-        json_object_put(o);
-}
-
 /* HELLO: which replication and cycle; claims the replica. */
 static int session_hello(struct session *s, json_object **ret_hello, struct nst_error *err) {
         struct nst_rw_header h;
@@ -544,7 +536,7 @@ static void session_run(struct session *s) {
                         log_warning("data channel from %s (%s): %s: %s", nst_rc_conn_peer(s->ch),
                                     nst_rc_conn_identity(s->ch), err.cls, err.message);
                         if (strcmp(err.cls, "ChannelError") != 0 && err.code != -ETIMEDOUT)
-                                send_error(s, &err);
+                                nst_rc_send_error(s->ch, &err);
                 }
                 /* Keep what is durable for a resume of the same cycle. */
                 if (s->r && nst_rs_cycle_open(s->r->rs))
