@@ -1046,6 +1046,22 @@ void nst_rc_send_error(struct nst_rc_conn *c, const struct nst_error *e) {
         json_object_put(o);
 }
 
+void nst_rc_peer_error(const uint8_t *p, size_t n, const char *default_cls,
+                       struct nst_error *peer) {
+        json_object *o = NULL;
+
+        if (nst_rc_parse_json(p, n, &o, NULL) < 0) {
+                nst_error_set(peer, -EREMOTEIO, default_cls,
+                              "no reason given (an ERROR frame that is not a JSON object)");
+                return;
+        }
+        const char *cls = json_object_get_string(json_object_object_get(o, "class"));
+        const char *msg = json_object_get_string(json_object_object_get(o, "message"));
+        nst_error_set(peer, -EREMOTEIO, cls && *cls ? cls : default_cls, "%s",
+                      msg && *msg ? msg : "no reason given");
+        json_object_put(o);
+}
+
 int nst_rc_send_json(struct nst_rc_conn *c, uint8_t type, json_object *obj,
                      struct nst_error *err) {
         const char *text;

@@ -94,6 +94,13 @@ int nst_rc_send(struct nst_rc_conn *c, uint8_t type, uint8_t flags, const void *
 /* An ERROR frame, {"class", "message"} of e, best effort: the connection
  * is closed next anyway. */
 void nst_rc_send_error(struct nst_rc_conn *c, const struct nst_error *e);
+/* What the peer's ERROR frame (payload p, n bytes) reports, into peer with
+ * code -EREMOTEIO: its class, or default_cls when it names none, and its
+ * message, or "no reason given". A payload that is not a JSON object still
+ * reports an error (default_cls, and that it was unreadable): the peer
+ * gave up either way. */
+void nst_rc_peer_error(const uint8_t *p, size_t n, const char *default_cls,
+                       struct nst_error *peer);
 /* A control frame with a JSON object payload. */
 int nst_rc_send_json(struct nst_rc_conn *c, uint8_t type, json_object *obj,
                      struct nst_error *err);

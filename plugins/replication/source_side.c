@@ -506,15 +506,10 @@ static int recv_expect(struct cycle *c, uint8_t type, json_object **ret_json,
         if (r < 0)
                 return r;
         if (h.type == NST_RW_ERROR) {
-                json_object *e = NULL;
-                if (nst_rc_parse_json(c->rbuf, h.length, &e, err) < 0)
-                        return -EPROTO;
-                const char *cls = json_object_get_string(json_object_object_get(e, "class"));
-                const char *msg = json_object_get_string(json_object_object_get(e, "message"));
-                r = nst_error_set(err, -EREMOTEIO, cls && *cls ? cls : "TargetError",
-                                  "target %s: %s", c->cfg.target_host, msg ? msg : "error");
-                json_object_put(e);
-                return r;
+                struct nst_error peer;
+                nst_rc_peer_error(c->rbuf, h.length, "TargetError", &peer);
+                return nst_error_set(err, peer.code, peer.cls, "target %s: %s",
+                                     c->cfg.target_host, peer.message);
         }
         if (h.type != type)
                 return nst_error_set(err, -EPROTO, "ProtocolError",

@@ -478,15 +478,11 @@ static int session_frames(struct session *s, struct nst_error *err) {
                 case NST_RW_BYE:
                         return 0;
                 case NST_RW_ERROR: {
-                        json_object *m = NULL;
-                        const char *why = NULL;
-                        if (nst_rc_parse_json(s->buf, h.length, &m, NULL) >= 0)
-                                why = json_object_get_string(json_object_object_get(m, "message"));
-                        nst_error_set(err, -ECONNABORTED, "ChannelError",
-                                      "the source abandoned the cycle: %.300s",
-                                      why ? why : "no reason given");
-                        json_object_put(m);
-                        return -ECONNABORTED;
+                        struct nst_error peer;
+                        nst_rc_peer_error(s->buf, h.length, "ChannelError", &peer);
+                        return nst_error_set(err, -ECONNABORTED, "ChannelError",
+                                             "the source abandoned the cycle: %.300s",
+                                             peer.message);
                 }
                 default:
                         rc = nst_error_set(err, -EPROTO, "ProtocolError", "unexpected %s",

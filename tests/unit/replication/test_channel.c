@@ -249,6 +249,33 @@ static void expect_echo(struct nst_rc_conn *c, uint8_t type, uint8_t flags, cons
                 assert_memory_equal(*buf, p, n);
 }
 
+/* An ERROR frame that names no class or no reason, or is not JSON at all,
+ * still reads as the peer's error. */
+static void test_peer_error_payloads(void **state) {
+        (void)state;
+        static const struct {
+                const char *payload, *cls, *message;
+        } cases[] = {
+                {"{\"class\":\"QuiesceFailed\",\"message\":\"fsfreeze refused\"}",
+                 "QuiesceFailed", "fsfreeze refused"},
+                {"{\"message\":\"paused\"}", "TargetError", "paused"},
+                {"{\"class\":\"\",\"message\":\"\"}", "TargetError", "no reason given"},
+                {"{}", "TargetError", "no reason given"},
+                {"[1,2]", "TargetError",
+                 "no reason given (an ERROR frame that is not a JSON object)"},
+                {"\x01garbage", "TargetError",
+                 "no reason given (an ERROR frame that is not a JSON object)"},
+        };
+        for (size_t i = 0; i < NST_ARRAY_SIZE(cases); i++) {
+                struct nst_error peer = NST_ERROR_INIT;
+                nst_rc_peer_error((const uint8_t *)cases[i].payload, strlen(cases[i].payload),
+                                  "TargetError", &peer);
+                assert_int_equal(peer.code, -EREMOTEIO);
+                assert_string_equal(peer.cls, cases[i].cls);
+                assert_string_equal(peer.message, cases[i].message);
+        }
+}
+
 static void test_psk_frames_round_trip(void **state) {
         struct nst_error err = NST_ERROR_INIT;
         int lookups = 0;
@@ -292,6 +319,17 @@ static void test_psk_frames_round_trip(void **state) {
                                                              .first_block = 3, .count = 2});
         expect_echo(c, NST_RW_HASHES, 0, hashes, sizeof(hashes), &buf, &cap);
         expect_echo(c, NST_RW_COMMIT, 0, "{}", 2, &buf, &cap);
+
+        /* An ERROR frame read back as the peer's error, class and message. */
+        struct nst_error sent = NST_ERROR_INIT, peer = NST_ERROR_INIT;
+        nst_error_set(&sent, -ENOSPC, "TargetDiskFull", "replica of vm-1: no space left");
+        nst_rc_send_error(c, &sent);
+        assert_int_equal(nst_rc_recv(c, &h, &buf, &cap, &err), 0);
+        assert_int_equal(h.type, NST_RW_ERROR);
+        nst_rc_peer_error(buf, h.length, "TargetError", &peer);
+        assert_int_equal(peer.code, -EREMOTEIO);
+        assert_string_equal(peer.cls, "TargetDiskFull");
+        assert_string_equal(peer.message, "replica of vm-1: no space left");
 
         /* 32 MiB in one DATA frame: extent header and payload as two parts. */
         uint8_t *big = pattern(BIG_DATA);
@@ -806,6 +844,7 @@ static void test_cert_missing_refused(void **state) {
 
 int main(void) {
         const struct CMUnitTest psk_tests[] = {
+                cmocka_unit_test(test_peer_error_payloads),
                 cmocka_unit_test(test_psk_frames_round_trip),
                 cmocka_unit_test(test_psk_wrong_key_refused),
                 cmocka_unit_test(test_psk_unknown_identity_refused),
