@@ -326,6 +326,21 @@ static void test_cancelled_is_no_failure(void **state) {
         assert_nothing_due(s, T0 + 4 * SEC + 29 * SEC);
         nst_sched_cancelled(s, 1, T0 + 5 * SEC); /* not running: ignored */
         assert_int_equal(info_of(s, 1).failures, 1);
+
+        /* A scheduled cycle abandoned by a pause runs again as soon as the
+         * replication is resumed: its point is as old as when it began. */
+        nst_sched_remove(s, 1);
+        assert_int_equal(nst_sched_add(s, 2, HOUR, T0, T0), 0);
+        int64_t due = info_of(s, 2).next_due_ms;
+        assert_true(due > T0 && due < T0 + HOUR);
+        assert_nothing_due(s, due - 1);
+        take_one(s, due, 2);
+        nst_sched_set_paused(s, 2, true, due + SEC);
+        nst_sched_cancelled(s, 2, due + 2 * SEC);
+        assert_nothing_due(s, due + 10 * MIN);
+        nst_sched_set_paused(s, 2, false, due + 10 * MIN);
+        assert_int_equal(nst_sched_next_event_ms(s, due + 10 * MIN), 0);
+        take_one(s, due + 10 * MIN, 2);
         nst_sched_free(s);
 }
 
