@@ -88,20 +88,22 @@ fi
 # $work/agent-*.log, each line prefixed with its file's name (for fail()).
 dump_agent_logs() {
         local f
-        for f in "$work"/agent-*.log; do
+        for f in "$work"/agent*.log; do
                 [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -"${1:-30}" >&2
         done
         return 0
 }
 
 # remove_our_domains: every domain of $prefix on $uri destroyed and
-# undefined with its checkpoint, snapshot and NVRAM metadata.
+# undefined with its managed save image and its checkpoint, snapshot and
+# NVRAM metadata.
 remove_our_domains() {
         local d
         for d in $(our_domains); do
                 virsh -c "$uri" destroy "$d" >/dev/null 2>&1
-                virsh -c "$uri" undefine --checkpoints-metadata --snapshots-metadata --nvram "$d" \
-                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
+                virsh -c "$uri" undefine --managed-save --checkpoints-metadata \
+                        --snapshots-metadata --nvram "$d" >/dev/null 2>&1 ||
+                        virsh -c "$uri" undefine "$d" >/dev/null 2>&1
         done
         return 0
 }
@@ -131,6 +133,32 @@ site_start() {
         pid=$!
         printf -v "pid_$1" '%s' "$pid"
         wait_agent "$pid" "$logf" "$before" "$work/$1.conf" "$(site_host "$1")" replication_list
+}
+# site_conf SITE PLUGINS LIBVIRT_URI: $work/SITE.conf for the site's agent:
+# host_SITE, its state in $work/SITE, its data channel on
+# 127.0.0.1:port_SITE, quick broker retries; more options, each under its
+# section, from standard input (a section named again adds to it).
+site_conf() {
+        local s=$1 port="port_$1"
+        {
+                cat <<EOF
+[DEFAULT]
+transport_url = rabbit://guest:guest@localhost:5672/
+host = $(site_host "$s")
+control_exchange = $exchange
+plugin_dir = $build/plugins
+enabled_plugins = $2
+state_path = $work/$s
+[libvirt]
+uri = $3
+[replication]
+listen_address = 127.0.0.1
+listen_port = ${!port}
+[oslo_messaging_rabbit]
+rabbit_retry_interval = 0.1
+EOF
+                cat
+        } >"$work/$s.conf"
 }
 # site_stop SITE: kill -9 of its agent.
 site_stop() {

@@ -24,59 +24,16 @@
 # Needs root (qemu:///system) and Debian's package archive (the guest
 # image); exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_guest_agent_qemu.sh BUILD_DIR
+# shellcheck disable=SC2154 # host_S, port_S and pid_S: set by qemu_test_begin
 set -euo pipefail
 
 build=$(cd "$1" && pwd)
-uri=qemu:///system
-prefix="nestor-ga-$$"
-host_a="ga-a-$$"
-host_b="ga-b-$$"
-exchange="nestor_ga_it_$$"
+sites="a b"
 net="nstga$$"
-read -r port_a port_b <<<"$(/usr/bin/python3 "$(dirname "$0")/../free_ports.py" 2)"
-work=
-pid_a=
-pid_b=
-
-log() { echo "test_guest_agent: $*" >&2; }
-fail() {
-        echo "FAIL: $*" >&2
-        [ -n "$work" ] && dump_agent_logs 30
-        exit 1
-}
-
-if [ "$(id -u)" != 0 ]; then
-        log "needs root for qemu:///system; skipping"
-        exit 77
-fi
-# shellcheck source=tests/integration/libvirt/daemons.sh
-. "$(dirname "$0")/libvirt/daemons.sh"
-# shellcheck source=tests/integration/agent_helpers.sh
-. "$(dirname "$0")/agent_helpers.sh"
-if ! command -v libvirtd >/dev/null || ! command -v qemu-nbd >/dev/null ||
-        ! command -v debugfs >/dev/null; then
-        log "libvirtd, qemu-nbd or debugfs missing; skipping"
-        exit 77
-fi
-
-cleanup() {
-        local rc=$?
-        set +e
-        stop_agent "$pid_a"
-        stop_agent "$pid_b"
-        remove_our_domains
-        virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1
-        pkill -f "qemu-nbd.*$work" 2>/dev/null
-        stop_started_daemons
-        [ -n "$work" ] && rm -rf "$work"
-        exit $rc
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT
-
-start_daemons
-work=$(mktemp -d /tmp/nestor-ga.XXXXXX)
-chmod 755 "$work"
+# shellcheck source=tests/integration/qemu_test.sh
+. "$(dirname "$0")/qemu_test.sh"
+cleanup_extra() { virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1; }
+qemu_test_begin ga qemu-nbd debugfs
 "$(dirname "$0")/../../tools/guest-image.sh" "$build/guest-image" || fail "cannot build the guest image"
 mkdir -p "$work/a/images"
 cp "$build/guest-image/boot.img" "$work/a/images/boot.img"
@@ -85,33 +42,19 @@ virsh -c "$uri" net-create /dev/stdin >/dev/null <<EOF || fail "cannot create ne
 <network><name>$net</name><bridge name='${net:0:15}' stp='off'/></network>
 EOF
 
-write_conf() { # write_conf FILE HOST STATE PORT
-        cat >"$1" <<EOF
-[DEFAULT]
-transport_url = rabbit://guest:guest@localhost:5672/
-host = $2
-control_exchange = $exchange
-plugin_dir = $build/plugins
-enabled_plugins = libvirt, snapshot, replication
-state_path = $3
+for site in a b; do
+        site_conf "$site" "libvirt, snapshot, replication" "$uri" <<EOF
 [libvirt]
-uri = $uri
 # A Linux guest under KVM would be quicker, but not every host that has
 # /dev/kvm runs one (a PVM host does not); TCG runs it everywhere.
 virt_type = qemu
 [snapshot]
 reserve_mb = 0
 [replication]
-listen_address = 127.0.0.1
-listen_port = $4
 rpc_timeout = 8
 primary_check_timeout = 5
-[oslo_messaging_rabbit]
-rabbit_retry_interval = 0.1
 EOF
-}
-write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a"
-write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b"
+done
 call_a() { site_call a "$@"; }
 call_b() { site_call b "$@"; }
 site_start a
@@ -149,6 +92,8 @@ gexec() {
 }
 freezes() { gexec "$1" 'grep -c "fsfreeze freeze" /run/nestor-guest.log || true'; }
 thaws() { gexec "$1" 'grep -c "fsfreeze thaw" /run/nestor-guest.log || true'; }
+# froze_and_thawed N: the guest's hook ran N freezes and N thaws so far.
+froze_and_thawed() { [ "$(freezes "$vm")" = "$1" ] && [ "$(thaws "$vm")" = "$1" ]; }
 carrier() { gexec "$1" 'cat /sys/class/net/eth0/carrier'; }
 # boots_from_replica DOMAIN: it boots, its /data holds what the guest wrote
 # last, and it sees no carrier (its NIC's link is down).
@@ -182,7 +127,7 @@ call_a snapshot_create "{\"instance\": \"$uuid\", \"name\": \"q1\", \"quiesce\":
         >"$work/snap.json" || fail "quiesced snapshot"
 [ "$(jget 'd["consistency"]' <"$work/snap.json")" = filesystem ] ||
         fail "snapshot consistency: $(cat "$work/snap.json")"
-[ "$(freezes "$vm")" = 1 ] && [ "$(thaws "$vm")" = 1 ] ||
+froze_and_thawed 1 ||
         fail "the guest did not freeze and thaw once: $(gexec "$vm" 'cat /run/nestor-guest.log')"
 img=$(jget '[i["path"] for i in d["images"] if i["disk"] == "vdb"][0]' <"$work/snap.json")
 [ "$(in_image "$img" snap-file)" = "$want" ] ||
@@ -207,14 +152,14 @@ call_a replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\
 wait_cycles 1
 [ "$(status_a | jget 'd["last_point"]["consistency"]')" = filesystem ] ||
         fail "first point not quiesced: $(status_a)"
-[ "$(freezes "$vm")" = 2 ] && [ "$(thaws "$vm")" = 2 ] || fail "no freeze for the first cycle"
+froze_and_thawed 2 || fail "no freeze for the first cycle"
 gexec "$vm" 'echo "replicated $$" > /data/repl-file' >/dev/null # no sync
 want=$(gexec "$vm" 'cat /data/repl-file')
 call_a replication_sync_now "{\"replication\": \"$uuid\"}" >/dev/null || fail "sync_now"
 wait_cycles 2
 [ "$(status_a | jget 'd["last_point"]["consistency"]')" = filesystem ] ||
         fail "second point not quiesced"
-[ "$(freezes "$vm")" = 3 ] && [ "$(thaws "$vm")" = 3 ] || fail "no freeze for the second cycle"
+froze_and_thawed 3 || fail "no freeze for the second cycle"
 status_b=$(call_b replication_status "{\"replication\": \"$uuid\"}") || fail "target status"
 [ "$(jget 'd["last_point"]["consistency"]' <<<"$status_b")" = filesystem ] ||
         fail "the target's point is not marked quiesced: $status_b"
@@ -236,7 +181,7 @@ grep -q QuiesceFailed "$work/err" || fail "required snapshot, freeze refused: $(
 thawed || fail "the guest was left frozen after a refused snapshot freeze"
 call_a snapshot_create "{\"instance\": \"$uuid\", \"name\": \"q3\", \"quiesce\": \"preferred\"}" \
         >"$work/snap.json" || fail "preferred snapshot"
-[ "$(jget 'd["consistency"]' <"$work/snap.json")" = crash ] && [ -n "$(jget 'd["quiesce_note"] or ""' <"$work/snap.json")" ] ||
+[ "$(jget 'd["consistency"] == "crash" and bool(d.get("quiesce_note"))' <"$work/snap.json")" = true ] ||
         fail "a preferred snapshot of a guest that refuses to freeze: $(cat "$work/snap.json")"
 call_a snapshot_delete "{\"instance\": \"$uuid\", \"name\": \"q3\"}" >/dev/null || fail "delete q3"
 points=$(call_b replication_status "{\"replication\": \"$uuid\"}" | jget '[p["id"] for p in d["points"]]')

@@ -31,92 +31,33 @@
 #
 # Needs root and unshare; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_migration.sh BUILD_DIR
+# shellcheck disable=SC2154 # host_S, port_S and pid_S: set by qemu_test_begin
 set -euo pipefail
 
 build=$(cd "$1" && pwd)
-uri=qemu:///system
-prefix="nestor-mig-$$"
-host_a="mig-a-$$"
-host_b="mig-b-$$"
-host_c="mig-c-$$"
-exchange="nestor_mig_it_$$"
-read -r port_a port_b port_c <<<"$(/usr/bin/python3 "$(dirname "$0")/../../free_ports.py" 3)"
-work=
-pid_a=
-pid_b=
-pid_c=
+sites="a b c"
 second_uri=
-
-log() { echo "test_replication_migration: $*" >&2; }
-fail() {
-        echo "FAIL: $*" >&2
-        [ -n "$work" ] && dump_agent_logs 25
-        exit 1
-}
-
-if [ "$(id -u)" != 0 ]; then
-        log "needs root for qemu:///system; skipping"
-        exit 77
-fi
-# shellcheck source=tests/integration/libvirt/daemons.sh
-. "$(dirname "$0")/../libvirt/daemons.sh"
+# shellcheck source=tests/integration/qemu_test.sh
+. "$(dirname "$0")/../qemu_test.sh"
 # shellcheck source=tests/integration/libvirt/second_libvirtd.sh
 . "$(dirname "$0")/../libvirt/second_libvirtd.sh"
-# shellcheck source=tests/integration/agent_helpers.sh
-. "$(dirname "$0")/../agent_helpers.sh"
-if ! command -v libvirtd >/dev/null || ! command -v qemu-nbd >/dev/null ||
-        ! command -v unshare >/dev/null; then
-        log "libvirtd, qemu-nbd or unshare missing; skipping"
-        exit 77
-fi
-
-cleanup() {
-        local rc=$?
-        set +e
-        stop_agent "$pid_a"
-        stop_agent "$pid_b"
-        stop_agent "$pid_c"
-        [ -n "$work" ] && stop_second_libvirtd "$work/libvirtd-c"
-        remove_our_domains
-        pkill -f "qemu-nbd.*$work" 2>/dev/null
-        stop_started_daemons
-        [ -n "$work" ] && rm -rf "$work"
-        exit $rc
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT
-
-start_daemons
-work=$(mktemp -d /tmp/nestor-mig.XXXXXX)
-chmod 755 "$work"
+cleanup_extra() { [ -n "$work" ] && stop_second_libvirtd "$work/libvirtd-c"; }
+qemu_test_begin mig qemu-nbd unshare
 start_second_libvirtd "$work/libvirtd-c" "$(cat /proc/sys/kernel/random/uuid)"
 log "site C's libvirtd: $second_uri"
 
-write_conf() { # write_conf FILE HOST STATE PORT URI
-        cat >"$1" <<EOF
-[DEFAULT]
-transport_url = rabbit://guest:guest@localhost:5672/
-host = $2
-control_exchange = $exchange
-plugin_dir = $build/plugins
-enabled_plugins = libvirt, replication
-state_path = $3
+for site in a b c; do
+        site_uri=$uri
+        [ "$site" = c ] && site_uri=$second_uri
+        site_conf "$site" "libvirt, replication" "$site_uri" <<EOF
 [libvirt]
-uri = $5
 virt_type = qemu
 [replication]
-listen_address = 127.0.0.1
-listen_port = $4
 connect_retries = 5
 rpc_timeout = 8
 primary_check_timeout = 5
-[oslo_messaging_rabbit]
-rabbit_retry_interval = 0.1
 EOF
-}
-write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a" "$uri"
-write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b" "$uri"
-write_conf "$work/c.conf" "$host_c" "$work/c" "$port_c" "$second_uri"
+done
 call() { site_call "$@"; }                 # SITE METHOD JSON
 expect_error() { site_expect_error "$@"; } # SITE CLASS TEXT METHOD JSON
 site_start a

@@ -43,66 +43,20 @@
 #
 # Needs root; exits 77 (skip) without libvirtd/QEMU.
 # Usage: test_replication_qemu.sh BUILD_DIR
+# shellcheck disable=SC2154 # host_S, port_S and pid_S: set by qemu_test_begin
 set -euo pipefail
 
 build=$(cd "$1" && pwd)
-uri=qemu:///system
-prefix="nestor-repl-$$"
-host_a="repl-a-$$"
-host_b="repl-b-$$"
-host_c="repl-c-$$"
-exchange="nestor_repl_it_$$"
+sites="a b c"
 net="nstrepl$$"
-read -r port_a port_b port_c <<<"$(/usr/bin/python3 "$(dirname "$0")/../../free_ports.py" 3)"
-work=
-pid_a=
-pid_b=
-pid_c=
 notes_pid=
-
-log() { echo "test_replication: $*" >&2; }
-fail() {
-        echo "FAIL: $*" >&2
-        [ -n "$work" ] && dump_agent_logs 40
-        exit 1
-}
-
-if [ "$(id -u)" != 0 ]; then
-        log "needs root for qemu:///system; skipping"
-        exit 77
-fi
-
-# shellcheck source=tests/integration/libvirt/daemons.sh
-. "$(dirname "$0")/../libvirt/daemons.sh"
-# shellcheck source=tests/integration/agent_helpers.sh
-. "$(dirname "$0")/../agent_helpers.sh"
-if ! command -v libvirtd >/dev/null || ! command -v qemu-nbd >/dev/null; then
-        log "libvirtd or qemu-nbd missing; skipping"
-        exit 77
-fi
-
-
-
-cleanup() {
-        local rc=$?
-        set +e
-        stop_agent "$pid_a"
-        stop_agent "$pid_b"
-        stop_agent "$pid_c"
+# shellcheck source=tests/integration/qemu_test.sh
+. "$(dirname "$0")/../qemu_test.sh"
+cleanup_extra() {
         [ -n "$notes_pid" ] && kill "$notes_pid" 2>/dev/null
-        remove_our_domains
         virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1
-        pkill -f "qemu-nbd.*$work" 2>/dev/null
-        stop_started_daemons
-        [ -n "$work" ] && rm -rf "$work"
-        exit $rc
 }
-trap cleanup EXIT
-trap 'exit 143' TERM INT
-
-start_daemons
-work=$(mktemp -d /tmp/nestor-repl.XXXXXX)
-chmod 755 "$work"
+qemu_test_begin repl qemu-nbd
 
 virsh -c "$uri" net-create /dev/stdin >/dev/null <<EOF || fail "cannot create network $net"
 <network><name>$net</name><bridge name='${net:0:15}' stp='off'/></network>
@@ -115,24 +69,13 @@ test -e "$work/primary-up"
 EOF
 chmod 755 "$work/probe.sh"
 
-write_conf() { # write_conf FILE HOST STATE PORT [CERT]: CERT = $work/pki/CERT.{pem,key}
+write_conf() { # write_conf SITE [CERT]: CERT = $work/pki/CERT.{pem,key}
         local tls=
-        [ -n "${5:-}" ] && tls="cert_file = $work/pki/$5.pem
-key_file = $work/pki/$5.key
+        [ -n "${2:-}" ] && tls="cert_file = $work/pki/$2.pem
+key_file = $work/pki/$2.key
 ca_file = $work/pki/ca.pem"
-        cat >"$1" <<EOF
-[DEFAULT]
-transport_url = rabbit://guest:guest@localhost:5672/
-host = $2
-control_exchange = $exchange
-plugin_dir = $build/plugins
-enabled_plugins = libvirt, replication
-state_path = $3
-[libvirt]
-uri = $uri
+        site_conf "$1" "libvirt, replication" "$uri" <<EOF
 [replication]
-listen_address = 127.0.0.1
-listen_port = $4
 mark_interval_mb = 16
 mark_interval_s = 0
 connect_retries = 5
@@ -141,12 +84,10 @@ primary_check_timeout = 5
 io_timeout = 20
 probe_command = $work/probe.sh {address}
 $tls
-[oslo_messaging_rabbit]
-rabbit_retry_interval = 0.1
 EOF
 }
-write_conf "$work/a.conf" "$host_a" "$work/a" "$port_a"
-write_conf "$work/b.conf" "$host_b" "$work/b" "$port_b"
+write_conf a
+write_conf b
 
 call_a() { site_call a "$@"; }
 call_b() { site_call b "$@"; }
@@ -547,11 +488,10 @@ mkdir -p "$work/pki"
                         -out "$n.pem" -days 2
         done
 ) >"$work/pki.out" 2>&1 || fail "making certificates: $(cat "$work/pki.out")"
-with_cert() { # with_cert a|b CERT: the site's agent restarted with that certificate
-        local h=$host_a state=$work/a port=$port_a pid=$pid_a
-        [ "$1" = b ] && h=$host_b state=$work/b port=$port_b pid=$pid_b
-        stop_agent "$pid"
-        write_conf "$work/$1.conf" "$h" "$state" "$port" "$2"
+with_cert() { # with_cert SITE CERT: the site's agent restarted with that certificate
+        local pid="pid_$1"
+        stop_agent "${!pid}"
+        write_conf "$1" "$2"
         start_agent "$1"
 }
 # refused_cycle UUID TEXT: sync_now fails with AuthenticationFailed saying
@@ -588,7 +528,7 @@ same_as_source "$uuid2"
 log "certificates: cycle between the nodes, a rogue source and a rogue target refused, ok"
 
 # ---- 11. the instance moves to site C ----
-write_conf "$work/c.conf" "$host_c" "$work/c" "$port_c" "$host_c"
+write_conf c "$host_c"
 start_agent c
 enable_c="{\"instance\": \"$uuid2\", \"target_host\": \"$host_b\", \"rpo\": 600, \"disks\": [\"vda\"]}"
 expect_error c ReplicationExists "still runs on $host_a" replication_enable "$enable_c"

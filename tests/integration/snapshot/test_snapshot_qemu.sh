@@ -20,68 +20,18 @@
 # and stops what it started; removes every domain, file and mount it made,
 # also on failure. Needs root (qemu:///system); exits 77 (skip) otherwise.
 # Usage: test_snapshot_qemu.sh BUILD_DIR
+# shellcheck disable=SC2154 # host_S, port_S and pid_S: set by qemu_test_begin
 set -euo pipefail
 
 build=$(cd "$1" && pwd)
-uri=qemu:///system
-prefix="nestor-snap-$$"
-host="snap-it-$$"
-host2="snap-it2-$$"
-exchange="nestor_snap_it_$$"
-work=
-agent_pid=
-agent2_pid=
+sites="a b"
 mounted=
-
-log() { echo "test_snapshot_qemu: $*" >&2; }
-fail() {
-        echo "FAIL: $*" >&2
-        [ -n "$work" ] && [ -f "$work/agent.log" ] && sed 's/^/  agent: /' "$work/agent.log" | tail -40 >&2
-        exit 1
-}
-
-if [ "$(id -u)" != 0 ]; then
-        log "needs root for qemu:///system; skipping"
-        exit 77
-fi
-
-# ---- daemons ----
-
-# shellcheck source=tests/integration/libvirt/daemons.sh
-. "$(dirname "$0")/../libvirt/daemons.sh"
-# shellcheck source=tests/integration/agent_helpers.sh
-. "$(dirname "$0")/../agent_helpers.sh"
+# shellcheck source=tests/integration/qemu_test.sh
+. "$(dirname "$0")/../qemu_test.sh"
 CTL_TIMEOUT=300
-if ! command -v libvirtd >/dev/null || ! command -v qemu-img >/dev/null; then
-        log "libvirtd or qemu-img missing; skipping"
-        exit 77
-fi
+cleanup_extra() { [ -n "$mounted" ] && umount "$mounted"; }
+qemu_test_begin snap qemu-img
 
-
-
-cleanup() {
-        local rc=$?
-        set +e
-        stop_agent "$agent_pid"
-        stop_agent "$agent2_pid"
-        local d
-        for d in $(our_domains); do
-                virsh -c "$uri" destroy "$d" >/dev/null 2>&1
-                virsh -c "$uri" undefine --managed-save --snapshots-metadata --nvram "$d" \
-                        >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1
-        done
-        [ -n "$mounted" ] && umount "$mounted"
-        stop_started_daemons
-        [ -n "$work" ] && rm -rf "$work"
-        exit $rc
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT
-
-start_daemons
-
-work=$(mktemp -d /tmp/nestor-snap.XXXXXX)
-chmod 755 "$work"
 mkdir -p "$work/tiny"
 
 write_conf() { # write_conf FILE HOST [EXTRA SNAPSHOT OPTIONS...]
@@ -104,11 +54,11 @@ write_conf() { # write_conf FILE HOST [EXTRA SNAPSHOT OPTIONS...]
                 echo "rabbit_retry_interval = 0.1"
         } >"$file"
 }
-write_conf "$work/nestor.conf" "$host" "reserve_mb = 64" "schedule_check_interval = 5"
+write_conf "$work/nestor.conf" "$host_a" "reserve_mb = 64" "schedule_check_interval = 5"
 
 # nestorctl against agent CONF (retried while the broker is unreachable
 # before the request goes out, as test_qemu.sh does).
-ctl() { ctl_conf "$work/nestor.conf" "$host" "$@"; }
+ctl() { ctl_conf "$work/nestor.conf" "$host_a" "$@"; }
 call() { # call METHOD JSON: the JSON result on stdout
         ctl --json call "$1" --args "$2"
 }
@@ -141,8 +91,8 @@ start_agent() { # start_agent CONF HOST LOG: sets started_pid
         started_pid=$!
         wait_agent "$started_pid" "$3" 0 "$1" "$2" list_instances
 }
-start_agent "$work/nestor.conf" "$host" "$work/agent.log"
-agent_pid=$started_pid
+start_agent "$work/nestor.conf" "$host_a" "$work/agent.log"
+pid_a=$started_pid
 
 # ---- guests ----
 
@@ -293,17 +243,17 @@ wait_domstate "$vm" running
 mkdir -p "$work/tiny"
 mount -t tmpfs -o size=16m nestor-snap-tiny "$work/tiny"
 mounted="$work/tiny"
-write_conf "$work/nestor2.conf" "$host2" "reserve_mb = 0" "snapshot_dir = $work/tiny"
-start_agent "$work/nestor2.conf" "$host2" "$work/agent2.log"
-agent2_pid=$started_pid
-ctl_conf "$work/nestor2.conf" "$host2" --json call snapshot_estimate \
+write_conf "$work/nestor2.conf" "$host_b" "reserve_mb = 0" "snapshot_dir = $work/tiny"
+start_agent "$work/nestor2.conf" "$host_b" "$work/agent2.log"
+pid_b=$started_pid
+ctl_conf "$work/nestor2.conf" "$host_b" --json call snapshot_estimate \
         --args "{\"instance\": \"$vm\", \"memory\": true}" >"$work/est2.json" || fail "estimate (tiny)"
 tiny_free=$(jget '[w["free_bytes"] for w in d["where"] if w["what"]=="memory file"][0]' <"$work/est2.json")
 if [ "$tiny_free" -gt $((16 * 1024 * 1024)) ] || [ "$tiny_free" -le 0 ]; then
         fail "tmpfs free: $tiny_free"
 fi
 [ "$(jget 'd["fits"]' <"$work/est2.json")" = false ] || fail "estimate says it fits: $(cat "$work/est2.json")"
-if ctl_conf "$work/nestor2.conf" "$host2" call snapshot_create \
+if ctl_conf "$work/nestor2.conf" "$host_b" call snapshot_create \
         --args "{\"instance\": \"$vm\", \"name\": \"big\", \"memory\": true}" >/dev/null 2>"$work/err"; then
         fail "a memory snapshot into 16 MiB succeeded"
 fi
@@ -313,8 +263,8 @@ grep -q "$work/tiny" "$work/err" || fail "the error does not name the directory:
 [ "$(snap_count "$vm")" = 0 ] || fail "the refused snapshot exists"
 [ "$(domstate "$vm")" = running ] || fail "the refused snapshot touched the guest"
 log "space check: ok ($(head -c 300 "$work/err"))"
-stop_agent "$agent2_pid"
-agent2_pid=
+stop_agent "$pid_b"
+pid_b=
 
 # ---- 6. schedules: stored in the instance, fired by the agent, pruned ----
 
@@ -362,12 +312,12 @@ if [ $had_records = 1 ]; then
         log "records of the destroyed instance removed"
 fi
 call destroy "{\"instance\": \"$other\"}" >/dev/null || fail "destroy $other"
-kill -TERM "$agent_pid"
+kill -TERM "$pid_a"
 set +e
-wait "$agent_pid"
+wait "$pid_a"
 rc=$?
 set -e
-agent_pid=
+pid_a=
 [ $rc = 0 ] || fail "agent exit status $rc"
 [ -z "$(our_domains)" ] || fail "domains left: $(our_domains)"
 echo "snapshot qemu integration checks passed"
