@@ -29,29 +29,6 @@ port_b=31042
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "lab: $*" >&2; exit 1; }
 
-# ---- host daemons ----
-
-# The host's own libvirtd or virtlogd, by its pid file: a test's second
-# libvirtd in its own namespace has the same process name.
-host_daemon_pid() {
-        local f=/run/$1.pid
-        [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
-}
-
-# Stopped and waited for: a daemon still on its way out looks alive to
-# whatever starts next and then takes its socket with it.
-stop_host_daemon() {
-        local pid
-        pid=$(host_daemon_pid "$1") || return 0
-        kill -TERM "$pid" 2>/dev/null || return 0
-        for _ in $(seq 1 100); do
-                kill -0 "$pid" 2>/dev/null || return 0
-                sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-}
-
 # ---- down ----
 
 lab_down() {
@@ -75,8 +52,7 @@ lab_down() {
                 virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1 || true
         fi
         pkill -f "qemu-nbd.*$lab" 2>/dev/null || true
-        grep -qx libvirtd "$lab/started" 2>/dev/null && stop_host_daemon libvirtd
-        grep -qx virtlogd "$lab/started" 2>/dev/null && stop_host_daemon virtlogd
+        grep -qx libvirtd "$lab/started" 2>/dev/null && tools/libvirtd.sh stop
         if grep -qx broker "$lab/started" 2>/dev/null; then
                 tools/broker.sh stop || true
         fi
@@ -110,12 +86,12 @@ fi
 
 uri=test:///default
 if command -v libvirtd >/dev/null && command -v qemu-system-x86_64 >/dev/null && [ "$(id -u)" = 0 ]; then
-        host_daemon_pid virtlogd >/dev/null || { virtlogd -d && echo virtlogd >>"$lab/started"; }
-        host_daemon_pid libvirtd >/dev/null || { libvirtd -d && echo libvirtd >>"$lab/started"; }
-        for _ in $(seq 1 60); do
-                virsh -c qemu:///system version >/dev/null 2>&1 && { uri=qemu:///system; break; }
-                sleep 0.5
-        done
+        if tools/libvirtd.sh status; then
+                uri=qemu:///system
+        elif tools/libvirtd.sh start; then
+                echo libvirtd >>"$lab/started"
+                uri=qemu:///system
+        fi
 fi
 echo "$uri" >"$lab/uri"
 accel=none

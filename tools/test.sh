@@ -7,24 +7,34 @@
 #      and -Werror makes them errors for a packager),
 #   4. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs
 #      the suite again, plus the libFuzzer target for a bounded time.
-# The broker is started when none is running, and stopped again only if this
-# script started it.
+# The broker, and virtlogd + libvirtd for the real-QEMU tests, are started
+# when they are not running, once for the whole run (a test starts them
+# itself only when run alone), and stopped again only if this script
+# started them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools/install-deps.sh
 
 started_broker=0
-if ! tools/broker.sh status; then
-        tools/broker.sh start
-        started_broker=1
-fi
+started_libvirtd=0
 cleanup() {
+        if [ "$started_libvirtd" = 1 ]; then
+                tools/libvirtd.sh stop
+        fi
         if [ "$started_broker" = 1 ]; then
                 tools/broker.sh stop
         fi
 }
 trap cleanup EXIT
+if ! tools/broker.sh status; then
+        tools/broker.sh start
+        started_broker=1
+fi
+if ! tools/libvirtd.sh status; then
+        tools/libvirtd.sh start
+        started_libvirtd=1
+fi
 
 jobs=$(nproc)
 cmake --preset default >/dev/null
