@@ -138,3 +138,20 @@ char *nst_xml_attr(xmlNodePtr node, const char *name) {
         xmlFree(v);
         return r;
 }
+
+int nst_lv_has_agent_channel(virDomainPtr dom, struct nst_error *err) {
+        _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+        if (!xml)
+                return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the definition of %s",
+                                    virDomainGetName(dom));
+        _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
+        _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
+        int r = nst_xml_parse_xpath(xml, "domain", "HypervisorError", &doc, &ctx, err);
+        if (r < 0)
+                return r;
+        _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr chan =
+                nst_xpath_nodes(ctx, NULL, NST_AGENT_CHANNEL_XPATH);
+        if (!chan)
+                return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
+        return nst_xpath_count(chan) > 0;
+}

@@ -56,4 +56,14 @@ static inline int nst_xpath_count(xmlXPathObjectPtr o) {
 /* An attribute of node as a malloc'd string, NULL when absent. */
 char *nst_xml_attr(xmlNodePtr node, const char *name);
 
+/* The guest agent's virtio channel in a domain's XML (docs/libvirt.md,
+ * guest_agent): what libvirt's quiesce (virDomainFSFreeze) talks through. */
+#define NST_AGENT_CHANNEL_XPATH "/domain/devices/channel/target[@name='org.qemu.guest_agent.0']"
+
+/* Whether dom's persistent definition has the guest agent channel: 1 yes,
+ * 0 no, negative (HypervisorError) when it cannot be read. An instance
+ * spawned with a profile without one, or before Nestor added one, can never
+ * be quiesced until it is redefined with it. */
+int nst_lv_has_agent_channel(virDomainPtr dom, struct nst_error *err);
+
 #endif

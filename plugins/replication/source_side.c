@@ -1852,6 +1852,28 @@ static int choose_disks(virDomainPtr dom, const struct enable_args *a, struct sr
         return 0;
 }
 
+/* A quiesce the instance cannot do: required is refused at once (every
+ * cycle would fail), preferred is said once (every point will be
+ * crash-consistent). */
+static int check_quiesce_possible(virDomainPtr dom, const char *method, enum nst_src_quiesce q,
+                                  struct nst_error *err) {
+        if (q == NST_SRC_QUIESCE_OFF)
+                return 0;
+        int has = nst_lv_has_agent_channel(dom, err);
+        if (has != 0)
+                return has < 0 ? has : 0;
+        if (q == NST_SRC_QUIESCE_REQUIRED)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "%s: quiesce is required, but instance %s has no guest "
+                                     "agent channel (org.qemu.guest_agent.0) to freeze it "
+                                     "through; use quiesce preferred or off, or redefine it "
+                                     "with guest_agent on",
+                                     method, virDomainGetName(dom));
+        log_info("%s: no guest agent channel; its replicated points will be crash-consistent",
+                 virDomainGetName(dom));
+        return 0;
+}
+
 static int m_enable(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                     struct nst_error *err) {
         struct repl_source *s = ud;
@@ -1925,7 +1947,7 @@ static int m_enable(struct nst_call *call, json_object *args, void *ud, json_obj
                                    "instance %s is already replicated (replication %s); "
                                    "replication_disable it first",
                                    r->name, r->id);
-        else
+        else if ((rc = check_quiesce_possible(dom, "replication_enable", r->quiesce, err)) >= 0)
                 rc = choose_disks(dom, &a, r, sizes, &target_disks, err);
         if (rc >= 0 && !(xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE)))
                 rc = nst_lv_error(err, -EIO, "HypervisorError", "cannot read instance %s",
@@ -2298,6 +2320,22 @@ static int m_update(struct nst_call *call, json_object *args, void *ud, json_obj
                                      "%s: quiesce must be required, preferred or off, got "
                                      "'%.32s'",
                                      m, quiesce);
+        pthread_mutex_lock(&s->lock);
+        bool known = find_locked(s, id) != NULL;
+        pthread_mutex_unlock(&s->lock);
+        if (known && q > NST_SRC_QUIESCE_OFF) {
+                /* Checked where the instance is here; one that is away
+                 * (migrated) is checked by its cycles. */
+                virConnectPtr conn = NULL;
+                virDomainPtr dom = NULL;
+                if (repl_domain_open(s->p, id, &conn, &dom, NULL) >= 0) {
+                        rc = check_quiesce_possible(dom, m, (enum nst_src_quiesce)q, err);
+                        virDomainFree(dom);
+                        virConnectClose(conn);
+                        if (rc < 0)
+                                return rc;
+                }
+        }
         pthread_mutex_lock(&s->lock);
         struct src_repl *r = find_locked(s, id);
         if (!r) {

@@ -554,6 +554,25 @@ static json_object *schedule_json(const struct stored_schedule *st, int64_t now)
         return o;
 }
 
+/* A schedule that requires quiesce on an instance without a guest agent
+ * channel would fail every run: refused when it is set. */
+static int check_schedule_quiesce(const struct instance *i, const struct stored_schedule *st,
+                                  struct nst_error *err) {
+        if (strcmp(nst_schedule_quiesce(st->schedule), "required") != 0)
+                return 0;
+        int has = nst_lv_has_agent_channel(i->dom, err);
+        if (has < 0)
+                return has;
+        if (has == 0)
+                return nst_error_set(err, -EINVAL, "InvalidInput",
+                                     "snapshot_schedule_set: quiesce is required, but instance "
+                                     "%s has no guest agent channel (org.qemu.guest_agent.0) to "
+                                     "freeze it through; use quiesce preferred or off, or "
+                                     "redefine it with guest_agent on",
+                                     i->name);
+        return 0;
+}
+
 static int m_schedule_set(struct nst_call *call, json_object *args, void *ud, json_object **ret,
                           struct nst_error *err) {
         static const char *const allowed[] = {"instance", "schedule", NULL};
@@ -566,7 +585,8 @@ static int m_schedule_set(struct nst_call *call, json_object *args, void *ud, js
             (r = nst_schedule_parse(spec, &st.schedule, err)) < 0)
                 return r;
         struct instance inst = {0};
-        if ((r = instance_open(p, args, method, &inst, err)) >= 0) {
+        if ((r = instance_open(p, args, method, &inst, err)) >= 0 &&
+            (r = check_schedule_quiesce(&inst, &st, err)) >= 0) {
                 st.created_at = time(NULL);
                 if (nst_schedule_memory(st.schedule) && virDomainIsActive(inst.dom) != 1)
                         log_info("%s: memory snapshots of this schedule run while it is on",

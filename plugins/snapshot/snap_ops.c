@@ -909,11 +909,10 @@ static int agent_connected(const struct nst_snap_env *env, const char **why,
         int r = domain_xml(env->dom, 0, &doc, &ctx, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *state = nst_xpath_string(
-                ctx, NULL,
-                "string(/domain/devices/channel/target[@name='org.qemu.guest_agent.0']/@state)");
-        _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr chan = nst_xpath_nodes(
-                ctx, NULL, "/domain/devices/channel/target[@name='org.qemu.guest_agent.0']");
+        _cleanup_free_ char *state =
+                nst_xpath_string(ctx, NULL, "string(" NST_AGENT_CHANNEL_XPATH "/@state)");
+        _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr chan =
+                nst_xpath_nodes(ctx, NULL, NST_AGENT_CHANNEL_XPATH);
         if (!state || !chan)
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         if (nst_xpath_count(chan) == 0) {

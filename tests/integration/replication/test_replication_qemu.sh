@@ -167,6 +167,12 @@ expect_error a InvalidInput "unexpected argument 'colour'" replication_enable "{
 expect_error a InvalidInput "quiescing needs an RPO" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_b\", \"rpo\": 60, \"quiesce\": \"required\"}"
 expect_error a InvalidInput "target_host is this host" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$host_a\"}"
 expect_error a TargetUnreachable "did not answer" replication_enable "{\"instance\": \"$uuid\", \"target_host\": \"$prefix-nowhere\"}"
+# Without a guest agent channel the instance cannot be frozen: a required
+# quiesce is refused at once rather than failing every cycle.
+noagent=$(call_a spawn "{\"spec\": {\"name\": \"$prefix-noagent\", \"vcpus\": 1, \"memory_mb\": 64, \"disks\": [{\"size_gb\": 1}], \"guest_agent\": false}}" |
+        jget 'd["uuid"]') || fail "spawn $prefix-noagent"
+expect_error a InvalidInput "has no guest agent channel" replication_enable "{\"instance\": \"$noagent\", \"target_host\": \"$host_b\", \"rpo\": 900, \"quiesce\": \"required\"}"
+call_a destroy "{\"instance\": \"$noagent\"}" >/dev/null || fail "destroy $prefix-noagent"
 [ "$(call_a replication_list '{}' | jget 'len(d["source"])')" = 0 ] || fail "a failed enable left a replication"
 [ -z "$(ls "$work/b/replication/target")" ] || fail "a failed enable left a replica"
 log "bad input: ok"

@@ -96,8 +96,8 @@ pid_a=$started_pid
 
 # ---- guests ----
 
-spawn() { # spawn NAME MEMORY_MB: prints the uuid
-        call spawn "{\"spec\": {\"name\": \"$1\", \"vcpus\": 1, \"memory_mb\": $2, \"disks\": [{\"size_gb\": 1}]}}" |
+spawn() { # spawn NAME MEMORY_MB [EXTRA SPEC]: prints the uuid
+        call spawn "{\"spec\": {\"name\": \"$1\", \"vcpus\": 1, \"memory_mb\": $2, \"disks\": [{\"size_gb\": 1}]${3:-}}}" |
                 jget 'd["uuid"]'
 }
 vm="$prefix-a"
@@ -108,7 +108,7 @@ sdir="$work/state/snapshots/$uuid"
 base_disk=$(disk_source "$vm")
 [ "$base_disk" = "$idir/disk0.qcow2" ] || fail "unexpected disk $base_disk"
 other="$prefix-b"
-other_uuid=$(spawn "$other" 128) || fail "spawn $other"
+other_uuid=$(spawn "$other" 128 ', "guest_agent": false') || fail "spawn $other"
 log "guests $vm ($uuid) and $other ($other_uuid) running"
 
 # ---- 2. bad input (nothing may change) ----
@@ -129,6 +129,10 @@ expect_error QuiesceFailed "guest agent is not connected" snapshot_create "{\"in
 [ "$(snap_count "$vm")" = 0 ] || fail "a failed quiesce left a snapshot"
 [ "$(ls "$idir")" = "disk0.qcow2" ] || fail "a failed quiesce left files: $(ls "$idir")"
 [ -z "$(ls -A "$sdir" 2>/dev/null)" ] || fail "a failed quiesce left records: $(ls "$sdir")"
+# Without a guest agent channel a schedule that requires quiesce would fail
+# every run: refused when set.
+expect_error InvalidInput "has no guest agent channel" snapshot_schedule_set "{\"instance\": \"$other\", \"schedule\": {\"interval\": \"1h\", \"retention\": {\"keep_last\": 1}, \"quiesce\": \"required\"}}"
+expect_error ScheduleNotFound "" snapshot_schedule_get "{\"instance\": \"$other\"}"
 log "bad input: ok"
 
 # ---- 1. snapshots of a running guest ----

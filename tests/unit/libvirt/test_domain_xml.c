@@ -1106,6 +1106,36 @@ static void test_define_on_test_driver(void **state) {
         virConnectClose(conn);
 }
 
+/* What libvirt keeps of a definition tells whether the instance can be
+ * quiesced: the plain profile's agent channel, or none when the spec turns
+ * it off (snapshot schedules and replications refuse `required` then). */
+static void test_agent_channel_on_test_driver(void **state) {
+        struct fixture *f = *state;
+        virConnectPtr conn = virConnectOpen("test:///default");
+        assert_non_null(conn);
+        static const struct {
+                const char *extra;
+                int expected;
+        } cases[] = {{"", 1}, {", \"guest_agent\": false", 0}};
+        for (size_t i = 0; i < NST_ARRAY_SIZE(cases); i++) {
+                char spec[1024];
+                spec_for(spec, sizeof(spec), "plain", cases[i].extra);
+                struct nst_domain_plan plan;
+                struct nst_host_caps *caps = lt_caps(LT_INTEL_NESTED);
+                char *xml = build_ok(f, spec, caps, &plan);
+                nst_host_caps_free(caps);
+                virDomainPtr dom = virDomainDefineXML(conn, xml);
+                if (!dom)
+                        fail_msg("define failed: %s", virGetLastErrorMessage());
+                struct nst_error err = NST_ERROR_INIT;
+                assert_int_equal(nst_lv_has_agent_channel(dom, &err), cases[i].expected);
+                assert_int_equal(virDomainUndefine(dom), 0);
+                virDomainFree(dom);
+                free(xml);
+        }
+        virConnectClose(conn);
+}
+
 /* The probe on the test driver feeds the builder end to end. */
 static void test_probe_then_define(void **state) {
         struct fixture *f = *state;
@@ -1142,6 +1172,7 @@ int main(void) {
                 cmocka_unit_test(test_bad_context_value_is_refused),
                 cmocka_unit_test(test_define_on_test_driver),
                 cmocka_unit_test(test_probe_then_define),
+                cmocka_unit_test(test_agent_channel_on_test_driver),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
