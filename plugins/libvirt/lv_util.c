@@ -155,3 +155,14 @@ int nst_lv_has_agent_channel(virDomainPtr dom, struct nst_error *err) {
                 return nst_error_set(err, -ENOMEM, "MemoryError", "out of memory");
         return nst_xpath_count(chan) > 0;
 }
+
+int nst_lv_require_agent_channel(virDomainPtr dom, const char *method, struct nst_error *err) {
+        int has = nst_lv_has_agent_channel(dom, err);
+        if (has != 0)
+                return has < 0 ? has : 0;
+        return nst_error_set(err, -EINVAL, "InvalidInput",
+                             "%s: quiesce is required, but instance %s has no guest agent "
+                             "channel (org.qemu.guest_agent.0) to freeze it through; use "
+                             "quiesce preferred or off, or redefine it with guest_agent on",
+                             method, virDomainGetName(dom));
+}

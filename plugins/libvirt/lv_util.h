@@ -65,5 +65,9 @@ char *nst_xml_attr(xmlNodePtr node, const char *name);
  * spawned with a profile without one, or before Nestor added one, can never
  * be quiesced until it is redefined with it. */
 int nst_lv_has_agent_channel(virDomainPtr dom, struct nst_error *err);
+/* For a caller (method) asked to quiesce dom every time: InvalidInput naming
+ * the instance and what to do when it has no agent channel (each run would
+ * fail), 0 when it has one. */
+int nst_lv_require_agent_channel(virDomainPtr dom, const char *method, struct nst_error *err);
 
 #endif

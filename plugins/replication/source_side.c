@@ -1859,19 +1859,14 @@ static int check_quiesce_possible(virDomainPtr dom, const char *method, enum nst
                                   struct nst_error *err) {
         if (q == NST_SRC_QUIESCE_OFF)
                 return 0;
-        int has = nst_lv_has_agent_channel(dom, err);
-        if (has != 0)
-                return has < 0 ? has : 0;
         if (q == NST_SRC_QUIESCE_REQUIRED)
-                return nst_error_set(err, -EINVAL, "InvalidInput",
-                                     "%s: quiesce is required, but instance %s has no guest "
-                                     "agent channel (org.qemu.guest_agent.0) to freeze it "
-                                     "through; use quiesce preferred or off, or redefine it "
-                                     "with guest_agent on",
-                                     method, virDomainGetName(dom));
-        log_info("%s: no guest agent channel; its replicated points will be crash-consistent",
-                 virDomainGetName(dom));
-        return 0;
+                return nst_lv_require_agent_channel(dom, method, err);
+        int has = nst_lv_has_agent_channel(dom, err);
+        if (has == 0)
+                log_info("%s: no guest agent channel; its replicated points will be "
+                         "crash-consistent",
+                         virDomainGetName(dom));
+        return has < 0 ? has : 0;
 }
 
 static int m_enable(struct nst_call *call, json_object *args, void *ud, json_object **ret,

@@ -560,17 +560,7 @@ static int check_schedule_quiesce(const struct instance *i, const struct stored_
                                   struct nst_error *err) {
         if (strcmp(nst_schedule_quiesce(st->schedule), "required") != 0)
                 return 0;
-        int has = nst_lv_has_agent_channel(i->dom, err);
-        if (has < 0)
-                return has;
-        if (has == 0)
-                return nst_error_set(err, -EINVAL, "InvalidInput",
-                                     "snapshot_schedule_set: quiesce is required, but instance "
-                                     "%s has no guest agent channel (org.qemu.guest_agent.0) to "
-                                     "freeze it through; use quiesce preferred or off, or "
-                                     "redefine it with guest_agent on",
-                                     i->name);
-        return 0;
+        return nst_lv_require_agent_channel(i->dom, "snapshot_schedule_set", err);
 }
 
 static int m_schedule_set(struct nst_call *call, json_object *args, void *ud, json_object **ret,

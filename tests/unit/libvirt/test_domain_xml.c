@@ -1129,6 +1129,15 @@ static void test_agent_channel_on_test_driver(void **state) {
                         fail_msg("define failed: %s", virGetLastErrorMessage());
                 struct nst_error err = NST_ERROR_INIT;
                 assert_int_equal(nst_lv_has_agent_channel(dom, &err), cases[i].expected);
+                int r = nst_lv_require_agent_channel(dom, "snapshot_schedule_set", &err);
+                if (cases[i].expected) {
+                        assert_int_equal(r, 0);
+                } else {
+                        assert_int_equal(r, -EINVAL);
+                        assert_string_equal(err.cls, "InvalidInput");
+                        assert_non_null(strstr(err.message, "has no guest agent channel"));
+                        assert_non_null(strstr(err.message, virDomainGetName(dom)));
+                }
                 assert_int_equal(virDomainUndefine(dom), 0);
                 virDomainFree(dom);
                 free(xml);
