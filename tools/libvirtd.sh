@@ -6,7 +6,7 @@
 # with it).
 # The daemons are the host's: found by their pid files in /run, not by name
 # (a test's second libvirtd in its own namespace has the same name).
-# Usage: tools/libvirtd.sh start | stop | status
+# Usage: tools/libvirtd.sh start | stop [libvirtd|virtlogd ...] | status | pid NAME
 set -euo pipefail
 
 uri=qemu:///system
@@ -63,14 +63,26 @@ start)
         exit 1
         ;;
 stop)
-        stop_one libvirtd
-        stop_one virtlogd
+        shift
+        [ $# -gt 0 ] || set -- libvirtd virtlogd
+        for d in "$@"; do
+                case "$d" in
+                libvirtd | virtlogd) stop_one "$d" ;;
+                *)
+                        echo "libvirtd.sh: stop libvirtd or virtlogd, not '$d'" >&2
+                        exit 2
+                        ;;
+                esac
+        done
         ;;
 status)
         pid_of virtlogd >/dev/null && pid_of libvirtd >/dev/null && answers
         ;;
+pid)
+        pid_of "${2:?pid needs a daemon name}"
+        ;;
 *)
-        echo "usage: $0 start|stop|status" >&2
+        echo "usage: $0 start|stop [NAME...]|status|pid NAME" >&2
         exit 2
         ;;
 esac

@@ -60,14 +60,8 @@ ensure_packages() {
 . "$(dirname "$0")/../agent_helpers.sh"
 
 kill_libvirtd() {
-        local pid
-        pid=$(pid_of libvirtd) || fail "libvirtd is not running"
-        kill -TERM "$pid"
-        for _ in $(seq 1 100); do
-                kill -0 "$pid" 2>/dev/null || return 0
-                sleep 0.1
-        done
-        fail "libvirtd $pid did not exit"
+        "$libvirtd_sh" pid libvirtd >/dev/null || fail "libvirtd is not running"
+        "$libvirtd_sh" stop libvirtd || fail "libvirtd did not exit"
 }
 
 our_domains() {
@@ -82,10 +76,7 @@ cleanup() {
                 wait "$agent_pid" 2>/dev/null
         fi
         # Killed mid-test: libvirtd must come back before anything else.
-        if ! pid_of libvirtd >/dev/null; then
-                start_daemon libvirtd
-                wait_libvirtd
-        fi
+        "$libvirtd_sh" status || "$libvirtd_sh" start
         local d
         for d in $(our_domains); do
                 log "cleaning up domain $d"
@@ -233,8 +224,7 @@ ctl call get_info --args "{\"instance\": \"$name\"}" 2>"$work/err" && fail "get_
 grep -q HypervisorUnavailable "$work/err" || fail "get_info during the outage: $(cat "$work/err")"
 log "during the outage: $(head -c 200 "$work/err")"
 
-start_daemon libvirtd
-wait_libvirtd || fail "libvirtd did not come back"
+"$libvirtd_sh" start || fail "libvirtd did not come back"
 back=0
 for _ in $(seq 1 150); do
         if ctl --json call list_instances >"$work/list.json" 2>/dev/null; then
