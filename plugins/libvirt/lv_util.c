@@ -139,14 +139,19 @@ char *nst_xml_attr(xmlNodePtr node, const char *name) {
         return r;
 }
 
-int nst_lv_has_agent_channel(virDomainPtr dom, struct nst_error *err) {
-        _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+int nst_lv_domain_doc(virDomainPtr dom, unsigned flags, xmlDocPtr *ret_doc,
+                      xmlXPathContextPtr *ret_ctx, struct nst_error *err) {
+        _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, flags);
         if (!xml)
-                return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the definition of %s",
+                return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the XML of %s",
                                     virDomainGetName(dom));
+        return nst_xml_parse_xpath(xml, "domain", "HypervisorError", ret_doc, ret_ctx, err);
+}
+
+int nst_lv_has_agent_channel(virDomainPtr dom, struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
         _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
-        int r = nst_xml_parse_xpath(xml, "domain", "HypervisorError", &doc, &ctx, err);
+        int r = nst_lv_domain_doc(dom, VIR_DOMAIN_XML_INACTIVE, &doc, &ctx, err);
         if (r < 0)
                 return r;
         _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr chan =

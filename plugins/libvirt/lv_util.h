@@ -40,6 +40,12 @@ xmlXPathContextPtr nst_xpath_new(xmlDocPtr doc);
 int nst_xml_parse_xpath(const char *xml, const char *what, const char *cls, xmlDocPtr *ret_doc,
                         xmlXPathContextPtr *ret_ctx, struct nst_error *err);
 
+/* dom's XML (virDomainGetXMLDesc flags: 0 live, VIR_DOMAIN_XML_INACTIVE
+ * persistent), parsed, with a context: both the caller's. HypervisorError
+ * naming the domain when libvirt cannot give it. */
+int nst_lv_domain_doc(virDomainPtr dom, unsigned flags, xmlDocPtr *ret_doc,
+                      xmlXPathContextPtr *ret_ctx, struct nst_error *err);
+
 /* The string value of expr relative to node (NULL = document); "" when the
  * expression selects nothing. Owned by the caller (free()); NULL only when
  * out of memory or the expression is invalid. */

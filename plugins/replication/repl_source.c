@@ -169,14 +169,9 @@ static int fill_disk(virDomainPtr dom, xmlXPathContextPtr ctx, xmlNodePtr node,
 
 int nst_src_list_disks(virDomainPtr dom, struct nst_src_disk_info **ret, size_t *ret_n,
                        struct nst_error *err) {
-        const char *dn = dom_name(dom);
-        _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, 0);
-        if (!xml)
-                return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the XML of %s",
-                                    dn);
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
         _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
-        int r = nst_xml_parse_xpath(xml, "domain XML", "HypervisorError", &doc, &ctx, err);
+        int r = nst_lv_domain_doc(dom, 0, &doc, &ctx, err);
         if (r < 0)
                 return r;
         _cleanup_(xmlXPathFreeObjectp) xmlXPathObjectPtr nodes =

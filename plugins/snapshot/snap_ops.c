@@ -467,20 +467,11 @@ static int dom_disks_read(xmlXPathContextPtr ctx, xmlNodePtr domain, struct dom_
         return 0;
 }
 
-/* The domain's XML (virDomainGetXMLDesc flags), parsed, with a context. */
-static int domain_xml(virDomainPtr dom, unsigned flags, xmlDocPtr *ret_doc,
-                      xmlXPathContextPtr *ret_ctx, struct nst_error *err) {
-        _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, flags);
-        if (!xml)
-                return nst_lv_error(err, -EIO, "HypervisorError", "cannot read the domain XML");
-        return nst_xml_parse_xpath(xml, "domain", "HypervisorError", ret_doc, ret_ctx, err);
-}
-
 static int domain_disks(virDomainPtr dom, unsigned flags, struct dom_disks *ret,
                         struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
         _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
-        int r = domain_xml(dom, flags, &doc, &ctx, err);
+        int r = nst_lv_domain_doc(dom, flags, &doc, &ctx, err);
         if (r < 0)
                 return r;
         return dom_disks_read(ctx, xmlDocGetRootElement(doc), ret, err);
@@ -906,7 +897,7 @@ static int agent_connected(const struct nst_snap_env *env, const char **why,
                            struct nst_error *err) {
         _cleanup_(xmlFreeDocp) xmlDocPtr doc = NULL;
         _cleanup_(xmlXPathFreeContextp) xmlXPathContextPtr ctx = NULL;
-        int r = domain_xml(env->dom, 0, &doc, &ctx, err);
+        int r = nst_lv_domain_doc(env->dom, 0, &doc, &ctx, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *state =
