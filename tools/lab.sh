@@ -52,7 +52,7 @@ lab_down() {
                 virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1 || true
         fi
         pkill -f "qemu-nbd.*$lab" 2>/dev/null || true
-        grep -qx libvirtd "$lab/started" 2>/dev/null && tools/libvirtd.sh stop
+        if grep -qx libvirtd "$lab/started" 2>/dev/null; then tools/libvirtd.sh stop || true; fi
         if grep -qx broker "$lab/started" 2>/dev/null; then
                 tools/broker.sh stop || true
         fi
