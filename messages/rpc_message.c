@@ -104,15 +104,17 @@ static int decode_request(json_object *inner, struct nst_rpc_request *q, struct 
                                      nst_json_type_name(inner));
 
         /* Routing first, so that whatever is wrong later can still be answered. */
+        /* oslo only replies when _msg_id is truthy: "" marks a cast too.
+         * Each is settled as soon as it is read: a bad _reply_q must not
+         * leave an empty _msg_id to answer (a reply nobody can match). */
         r = nst_json_opt_string(inner, "_msg_id", REQ, &q->msg_id, err);
         if (r < 0)
                 return as_value_error(r, err);
+        if (q->msg_id && !q->msg_id[0])
+                q->msg_id = NULL;
         r = nst_json_opt_string(inner, "_reply_q", REQ, &q->reply_q, err);
         if (r < 0)
                 return as_value_error(r, err);
-        /* oslo only replies when _msg_id is truthy: "" marks a cast too. */
-        if (q->msg_id && !q->msg_id[0])
-                q->msg_id = NULL;
         if (q->reply_q && !q->reply_q[0])
                 q->reply_q = NULL;
 
